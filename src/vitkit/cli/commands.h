@@ -1,0 +1,11 @@
+// Each subcommand lives in its own cli/cmd_*.cpp and registers itself here.
+#pragma once
+#include <CLI/CLI.hpp>
+
+namespace vitkit::cli {
+
+void register_info(CLI::App& app);
+void register_eval(CLI::App& app);
+void register_predict(CLI::App& app);
+
+}  // namespace vitkit::cli

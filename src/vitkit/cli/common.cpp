@@ -1,0 +1,34 @@
+#include "common.h"
+
+#include <cstdio>
+
+#include "vitkit/core/progress.h"
+#include "vitkit/core/threads.h"
+
+namespace vitkit::cli {
+
+void add_common(CLI::App* cmd, CommonOpts& o) {
+  cmd->add_option("--threads", o.threads, "Threads (default: all cores)")->check(CLI::NonNegativeNumber);
+  cmd->add_flag("--json", o.json, "Print one JSON document on stdout");
+  cmd->add_flag("-q,--quiet", o.quiet, "No progress output");
+}
+
+void apply_common(const CommonOpts& o) {
+  set_num_threads(o.threads);
+  set_progress_enabled(!o.quiet);
+}
+
+void add_model_opts(CLI::App* cmd, LoadOptions& o) {
+  cmd->add_option("--preset", o.preset, "Architecture preset for a file without vitkit metadata (vit_b_16, ...)");
+  cmd->add_option("--config", o.config, "Architecture overrides: key=value,... or a TOML file");
+  cmd->add_flag("--strict", o.strict, "Unused tensors in the file are errors");
+  cmd->add_option("--seed", o.seed, "Seed for the random weights of a bare preset");
+}
+
+void print_json(const nlohmann::json& j) {
+  std::string s = j.dump(2);
+  std::fwrite(s.data(), 1, s.size(), stdout);
+  std::fputc('\n', stdout);
+}
+
+}  // namespace vitkit::cli

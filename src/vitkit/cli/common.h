@@ -1,0 +1,27 @@
+// Flags shared by the subcommands and small output helpers.
+#pragma once
+#include <CLI/CLI.hpp>
+#include <nlohmann/json.hpp>
+#include <string>
+
+#include "vitkit/io/model_io.h"
+
+namespace vitkit::cli {
+
+struct CommonOpts {
+  int threads = 0;
+  bool json = false;
+  bool quiet = false;
+};
+// --threads, --json, --quiet
+void add_common(CLI::App* cmd, CommonOpts& o);
+// Sets the thread count and progress display.
+void apply_common(const CommonOpts& o);
+
+// --preset, --config, --strict, --seed: how a model file or preset is read.
+void add_model_opts(CLI::App* cmd, LoadOptions& o);
+
+// One JSON document on stdout.
+void print_json(const nlohmann::json& j);
+
+}  // namespace vitkit::cli

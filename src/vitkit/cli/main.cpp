@@ -1,0 +1,42 @@
+// vitkit: the command line. It parses arguments and calls libvitkit.
+#include <CLI/CLI.hpp>
+#include <cstdio>
+#include <exception>
+
+#include "commands.h"
+#include "vitkit/core/error.h"
+
+int main(int argc, char** argv) {
+  CLI::App app{"vitkit: train, compress, analyse and deploy Vision Transformers"};
+  app.set_version_flag("--version", VITKIT_VERSION);
+  app.require_subcommand(1);
+  app.fallthrough(false);
+  vitkit::cli::register_info(app);
+  vitkit::cli::register_eval(app);
+  vitkit::cli::register_predict(app);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::CallForHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::CallForAllHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::CallForVersion& e) {
+    return app.exit(e);
+  } catch (const CLI::ParseError& e) {
+    std::fprintf(stderr, "vitkit: error: %s\n(run 'vitkit --help' or 'vitkit COMMAND --help')\n", e.what());
+    return 2;
+  } catch (const vitkit::UsageError& e) {
+    std::fprintf(stderr, "vitkit: error: %s\n", e.what());
+    return 2;
+  } catch (const vitkit::Error& e) {
+    std::fprintf(stderr, "vitkit: error: %s\n", e.what());
+    return 1;
+  } catch (const std::bad_alloc&) {
+    std::fprintf(stderr, "vitkit: error: out of memory\n");
+    return 1;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "vitkit: error: %s\n", e.what());
+    return 1;
+  }
+  return 0;
+}

@@ -1,0 +1,34 @@
+// Progress on stderr: a redrawn bar on a terminal, a line every few seconds
+// otherwise. Disabled with set_progress_enabled(false) (--quiet).
+#pragma once
+#include <chrono>
+#include <cstdint>
+#include <string>
+
+namespace vitkit {
+
+void set_progress_enabled(bool on);
+bool progress_enabled();
+
+class Progress {
+ public:
+  Progress(std::string label, int64_t total);
+  ~Progress();
+  // done: units finished so far; info: extra text (loss, accuracy, ...).
+  void update(int64_t done, const std::string& info = "");
+  // Final redraw and newline.
+  void finish(const std::string& info = "");
+  double elapsed_seconds() const;
+
+ private:
+  void draw(bool final_line);
+  std::string label_, info_;
+  int64_t total_, done_ = 0;
+  bool tty_, finished_ = false;
+  std::chrono::steady_clock::time_point start_, last_draw_;
+};
+
+// "1h02m", "3m05s", "12.3s"
+std::string format_duration(double seconds);
+
+}  // namespace vitkit

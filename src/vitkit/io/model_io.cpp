@@ -1,0 +1,165 @@
+#include "vitkit/io/model_io.h"
+
+#include <cmath>
+#include <set>
+
+#include "vitkit/core/error.h"
+#include "vitkit/core/file.h"
+#include "vitkit/core/rng.h"
+#include "vitkit/io/safetensors.h"
+#include "vitkit/model/init.h"
+
+namespace vitkit {
+
+bool is_preset_spec(const std::string& spec) { return preset(spec).has_value() && !file_exists(spec); }
+
+static ViTConfig config_from_metadata(const std::map<std::string, std::string>& md, const std::string& path) {
+  auto it = md.find("vitkit.config");
+  nlohmann::json j;
+  try {
+    j = nlohmann::json::parse(it->second);
+  } catch (const nlohmann::json::exception& e) {
+    fail(path, ": metadata vitkit.config is not valid JSON: ", e.what());
+  }
+  auto pre = md.find("vitkit.preprocess");
+  if (pre != md.end()) {
+    try {
+      j["preprocess"] = nlohmann::json::parse(pre->second);
+    } catch (const nlohmann::json::exception& e) {
+      fail(path, ": metadata vitkit.preprocess is not valid JSON: ", e.what());
+    }
+  }
+  try {
+    return config_from_json(j);
+  } catch (const Error& e) {
+    fail(path, ": ", e.what());
+  }
+}
+
+static ViTConfig resolve_config(const SafetensorsReader* r, const std::string& path, const LoadOptions& opt) {
+  ViTConfig c;
+  bool have = false;
+  if (r && r->metadata().count("vitkit.config")) {
+    c = config_from_metadata(r->metadata(), path);
+    have = true;
+  }
+  if (!opt.preset.empty()) {
+    auto p = preset(opt.preset);
+    if (!p) throw UsageError(cat("--preset: unknown preset '", opt.preset, "'"));
+    if (!have) c = *p;
+    have = true;
+  }
+  if (!opt.config.empty()) {
+    apply_config_spec(c, opt.config);
+    have = true;
+  }
+  if (!have)
+    fail(path, ": the file has no vitkit metadata (vitkit.config); give the architecture with --preset NAME or "
+               "--config key=value,...");
+  try {
+    c.validate();
+  } catch (const Error& e) {
+    fail(path, ": ", e.what());
+  }
+  return c;
+}
+
+ViTConfig load_config(const std::string& spec, const LoadOptions& opt) {
+  if (is_preset_spec(spec)) {
+    ViTConfig c = *preset(spec);
+    if (!opt.config.empty()) apply_config_spec(c, opt.config);
+    c.validate();
+    return c;
+  }
+  SafetensorsReader r(spec);
+  return resolve_config(&r, spec, opt);
+}
+
+void load_weights(ViT& m, const SafetensorsReader& r, bool strict) {
+  std::vector<std::string> missing;
+  std::set<std::string> used;
+  for (int i = 0; i < m.params.size(); ++i) {
+    const ParamInfo& p = m.params.info(i);
+    const StTensor* t = r.find(p.name);
+    if (!t) {
+      missing.push_back(p.name);
+      continue;
+    }
+    used.insert(p.name);
+    if (t->dtype != DType::F32 && t->dtype != DType::F16 && t->dtype != DType::BF16 && t->dtype != DType::F64)
+      fail(r.path(), ": tensor '", p.name, "' has dtype ", dtype_name(t->dtype),
+           ", expected a float type (F32, F16, BF16, F64)");
+    if (t->shape != p.shape)
+      fail(r.path(), ": tensor '", p.name, "' has shape ", shape_str(t->shape), " but the model config needs ",
+           shape_str(p.shape));
+    float* dst = m.params.ptr(i);
+    r.read_f32(*t, dst);
+    int64_t bad = 0;
+    for (int64_t k = 0; k < p.numel; ++k) bad += !std::isfinite(dst[k]);
+    if (bad) warn(cat(r.path(), ": tensor '", p.name, "' has ", bad, " NaN or Inf values"));
+  }
+  if (!missing.empty()) {
+    std::string list;
+    for (size_t i = 0; i < missing.size() && i < 8; ++i) list += (i ? ", " : "") + missing[i];
+    if (missing.size() > 8) list += cat(", ... (", missing.size(), " in all)");
+    fail(r.path(), ": missing tensors for the model config: ", list);
+  }
+  std::vector<std::string> unused;
+  for (auto& t : r.tensors())
+    if (!used.count(t.name)) unused.push_back(t.name);
+  if (!unused.empty()) {
+    std::string list;
+    for (size_t i = 0; i < unused.size() && i < 8; ++i) list += (i ? ", " : "") + unused[i];
+    if (unused.size() > 8) list += cat(", ... (", unused.size(), " in all)");
+    if (strict) fail(r.path(), ": unused tensors (--strict): ", list);
+    warn(cat(r.path(), ": ignoring ", unused.size(), " unused tensor(s): ", list));
+  }
+}
+
+std::unique_ptr<ViT> load_model(const std::string& spec, const LoadOptions& opt) {
+  if (is_preset_spec(spec)) {
+    auto m = std::make_unique<ViT>(load_config(spec, opt));
+    Rng rng(opt.seed);
+    init_weights(*m, rng);
+    return m;
+  }
+  if (!file_exists(spec)) {
+    std::string names;
+    for (auto& n : preset_names()) names += (names.empty() ? "" : ", ") + n;
+    fail(spec, ": no such file, and not a preset (", names, ")");
+  }
+  SafetensorsReader r(spec);
+  auto m = std::make_unique<ViT>(resolve_config(&r, spec, opt));
+  load_weights(*m, r, opt.strict);
+  for (auto& [k, v] : r.metadata())
+    if (k.rfind("vitkit.", 0) != 0) m->extra_metadata[k] = v;
+  return m;
+}
+
+void save_model(const ViT& m, const std::string& path, DType dtype) {
+  check(dtype == DType::F32 || dtype == DType::F16 || dtype == DType::BF16, "save_model: dtype ", dtype_name(dtype),
+        " is not a float type");
+  std::vector<StEntry> entries;
+  std::vector<Tensor> converted;
+  for (const ParamInfo& p : m.params.entries()) {
+    const float* src = m.params.data() + p.offset;
+    if (dtype == DType::F32) {
+      entries.push_back({p.name, DType::F32, p.shape, src});
+    } else {
+      Tensor t = Tensor::empty(p.shape, dtype);
+      convert_from_f32(dtype, src, t.raw(), p.numel);
+      converted.push_back(t);
+      entries.push_back({p.name, dtype, p.shape, converted.back().raw()});
+    }
+  }
+  std::map<std::string, std::string> md;
+  for (auto& [k, v] : m.extra_metadata.items()) md[k] = v.is_string() ? v.get<std::string>() : v.dump();
+  nlohmann::json cj = config_to_json(m.cfg);
+  md["vitkit.preprocess"] = cj["preprocess"].dump();
+  cj.erase("preprocess");
+  md["vitkit.config"] = cj.dump();
+  md["vitkit.version"] = VITKIT_VERSION;
+  write_safetensors(path, entries, md);
+}
+
+}  // namespace vitkit

@@ -1,0 +1,22 @@
+// Element-wise activations as forward/backward pairs, and the fast exp/erf
+// they and the softmax kernels use (vectorisable: no branches, no libm calls).
+#pragma once
+#include <cstdint>
+
+#include "vitkit/model/config.h"
+
+namespace vitkit::kernels {
+
+// out[n] = act(x[n]); out may alias x.
+void act_forward(Activation a, const float* x, float* out, int64_t n);
+// dx[n] (+)= dout[n] * act'(x[n]), x the activation's input. accumulate: dx += instead of =.
+void act_backward(Activation a, const float* x, const float* dout, float* dx, int64_t n, bool accumulate = false);
+
+// exp(x) with relative error below 2e-7 for x in [-87, 88]; 0 below, +inf above.
+float exp_approx(float x);
+// erf(x) with absolute error below 2e-7.
+float erf_approx(float x);
+// out[i] = exp(x[i]).
+void exp_inplace(float* x, int64_t n);
+
+}  // namespace vitkit::kernels

@@ -1,0 +1,23 @@
+// Multi-head self-attention on a packed qkv tensor, forward/backward pair.
+//
+// qkv: (B, T, 3D) rows [q | k | v], head h uses columns h*d .. h*d+d-1 of each
+// part (d = D / H), as PyTorch's nn.MultiheadAttention packs in_proj.
+// out: (B, T, D), heads concatenated. lse: (B, H, T) log-sum-exp of each
+// softmax row (saved for the backward pass; null for inference).
+#pragma once
+#include <cstdint>
+
+namespace vitkit::kernels {
+
+// Fused, flash-style: query tiles against key tiles with an online softmax; no
+// T x T matrix is ever stored. Parallel over batch, heads and query tiles.
+void attention_forward(const float* qkv, float* out, float* lse, int64_t B, int64_t T, int64_t D, int64_t H);
+
+// dqkv (B, T, 3D) is overwritten. Recomputes the probabilities from lse.
+void attention_backward(const float* dout, const float* qkv, const float* out, const float* lse, float* dqkv,
+                        int64_t B, int64_t T, int64_t D, int64_t H);
+
+// Plain reference: full score matrix, std::exp softmax. For tests.
+void attention_forward_reference(const float* qkv, float* out, int64_t B, int64_t T, int64_t D, int64_t H);
+
+}  // namespace vitkit::kernels

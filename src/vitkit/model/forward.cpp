@@ -1,0 +1,160 @@
+#include "vitkit/model/forward.h"
+
+#include <algorithm>
+#include <cstring>
+
+#include "vitkit/core/error.h"
+#include "vitkit/kernels/activations.h"
+#include "vitkit/kernels/attention.h"
+#include "vitkit/kernels/layernorm.h"
+#include "vitkit/model/layers.h"
+#include "vitkit/model/linear_apply.h"
+
+namespace vitkit {
+
+void Acts::plan(const ViTConfig& c, int64_t B, bool train) {
+  const int64_t P = c.patches(), T = c.tokens(), D = c.dim, M = c.mlp_dim, K = c.patch_k(), H = c.heads;
+  const int64_t L = c.depth, nb = train ? L : 1;
+  int64_t off = 0;
+  auto slot = [&](Slot& s, int64_t per, int64_t count) {
+    s.size = (per + 15) / 16 * 16;
+    s.offset = off;
+    off += s.size * count;
+  };
+  const int64_t BT = B * T, BTD = BT * D;
+  slot(cols_, B * P * K, 1);
+  slot(emb_, B * P * D, 1);
+  slot(stream_, BTD, train ? L + 1 : 1);
+  slot(ln1_, BTD, nb);
+  slot(ln1m_, BT, nb);
+  slot(ln1r_, BT, nb);
+  slot(qkv_, 3 * BTD, nb);
+  slot(att_, BTD, nb);
+  slot(lse_, train ? B * H * T : 0, nb);
+  slot(res1_, train ? BTD : 0, nb);
+  slot(ln2_, BTD, nb);
+  slot(ln2m_, BT, nb);
+  slot(ln2r_, BT, nb);
+  slot(fc1_, BT * M, nb);
+  slot(fc1a_, train ? BT * M : 0, nb);
+  slot(res2_, train && c.norm == NormPlacement::Post ? BTD : 0, nb);
+  slot(lnf_, BTD, 1);
+  slot(lnfm_, BT, 1);
+  slot(lnfr_, BT, 1);
+  slot(pooled_, B * D, 1);
+  slot(logits_, B * c.classes, 1);
+  if (!mem_.defined() || mem_.numel() < off) mem_ = Tensor::empty({off});
+  B_ = B;
+  btd_ = stream_.size;
+  train_ = train;
+}
+
+// One encoder block, pre-norm (torchvision, timm):
+//   x (B,T,D) -> ln1 -> qkv (B,T,3D) -> attention (B,T,D) -> out_proj, + x = mid
+//   mid -> ln2 -> fc1 (B,T,M) -> act -> fc2 (B,T,D), + mid = out
+// Post-norm (nn.TransformerEncoderLayer): mid = ln1(x + attn(x)), out = ln2(mid + mlp(mid)).
+static void block_forward(const ViT& m, int l, Acts& a) {
+  const ViTConfig& c = m.cfg;
+  const Block& blk = m.blocks[l];
+  const int64_t B = a.batch(), T = c.tokens(), D = c.dim, M = c.mlp_dim, BT = B * T;
+  const bool train = a.train(), pre = c.norm == NormPlacement::Pre;
+  const float eps = c.norm_eps;
+  auto P = [&](int i) { return m.params.ptr(i); };
+  float* x = a.stream(l);
+  float* out = a.stream(l + 1);  // == x in inference
+
+  const float* attn_in = x;
+  if (pre) {
+    kernels::layernorm_forward(x, P(blk.ln1.w), P(blk.ln1.b), a.ln1(l), a.ln1_mean(l), a.ln1_rstd(l), BT, D, eps);
+    attn_in = a.ln1(l);
+  }
+  linear_apply(m, blk.qkv, attn_in, a.qkv(l), BT);
+  kernels::attention_forward(a.qkv(l), a.att(l), train ? a.lse(l) : nullptr, B, T, D, c.heads);
+
+  // mid = x + out_proj(att)   [post-norm: then mid = ln1(mid)]
+  float* mid;
+  if (train) {
+    mid = a.res1(l);
+    linear_apply(m, blk.proj, a.att(l), mid, BT);
+    add_forward(mid, x, mid, BT * D);
+  } else {
+    mid = x;
+    linear_apply(m, blk.proj, a.att(l), mid, BT, kernels::Epilogue::None, /*accumulate=*/true);
+  }
+  if (!pre) {
+    float* dst = train ? a.ln1(l) : mid;
+    kernels::layernorm_forward(mid, P(blk.ln1.w), P(blk.ln1.b), dst, a.ln1_mean(l), a.ln1_rstd(l), BT, D, eps);
+    mid = dst;
+  }
+
+  // out = mid + fc2(act(fc1(ln2(mid))))   [post-norm: fc1 reads mid, then out = ln2(out)]
+  const float* mlp_in = mid;
+  if (pre) {
+    kernels::layernorm_forward(mid, P(blk.ln2.w), P(blk.ln2.b), a.ln2(l), a.ln2_mean(l), a.ln2_rstd(l), BT, D, eps);
+    mlp_in = a.ln2(l);
+  }
+  if (train) {
+    linear_apply(m, blk.fc1, mlp_in, a.fc1(l), BT);
+    kernels::act_forward(c.act, a.fc1(l), a.fc1_act(l), BT * M);
+  } else {
+    kernels::Epilogue e = c.act == Activation::Gelu       ? kernels::Epilogue::Gelu
+                          : c.act == Activation::GeluTanh ? kernels::Epilogue::GeluTanh
+                                                          : kernels::Epilogue::Relu;
+    linear_apply(m, blk.fc1, mlp_in, a.fc1(l), BT, e);
+  }
+  float* sum2 = train ? (pre ? out : a.res2(l)) : mid;
+  if (train) {
+    linear_apply(m, blk.fc2, a.fc1_act(l), sum2, BT);
+    add_forward(sum2, mid, sum2, BT * D);
+  } else {
+    linear_apply(m, blk.fc2, a.fc1_act(l), sum2, BT, kernels::Epilogue::None, /*accumulate=*/true);
+  }
+  if (!pre)
+    kernels::layernorm_forward(sum2, P(blk.ln2.w), P(blk.ln2.b), out, a.ln2_mean(l), a.ln2_rstd(l), BT, D, eps);
+  else if (!train && out != sum2)
+    std::memcpy(out, sum2, sizeof(float) * BT * D);
+}
+
+void vit_forward(const ViT& m, const float* images, int64_t B, Acts& a) {
+  const ViTConfig& c = m.cfg;
+  check(a.batch() == B, "vit_forward: activations planned for batch ", a.batch(), ", called with ", B);
+  const int64_t P = c.patches(), T = c.tokens(), D = c.dim, BT = B * T;
+  // Patch embedding: (B,C,S,S) -> cols (B*P, K) -> emb (B*P, D)
+  im2col_forward(images, a.cols(), B, c.channels, c.image_size, c.patch);
+  linear_apply(m, m.patch, a.cols(), a.emb(), B * P);
+  // Tokens: stream(0) (B,T,D) = [class token; emb] + pos
+  tokens_forward(a.emb(), m.cls >= 0 ? m.params.ptr(m.cls) : nullptr, m.params.ptr(m.pos), a.stream(0), B, P, D);
+  for (int l = 0; l < c.depth; ++l) block_forward(m, l, a);
+  // Final norm (B,T,D), pooling (B,D), head (B,classes)
+  const float* enc = a.stream(c.depth);
+  if (m.ln.w >= 0) {
+    kernels::layernorm_forward(enc, m.params.ptr(m.ln.w), m.params.ptr(m.ln.b), a.lnf(), a.lnf_mean(), a.lnf_rstd(),
+                               BT, D, c.norm_eps);
+    enc = a.lnf();
+  }
+  pool_forward(c.pool, enc, a.pooled(), B, T, D, c.class_token);
+  linear_apply(m, m.head, a.pooled(), a.logits(), B);
+}
+
+Tensor vit_predict(const ViT& m, const Tensor& images, int64_t max_batch) {
+  const ViTConfig& c = m.cfg;
+  check(images.ndim() == 4 && images.dim(1) == c.channels && images.dim(2) == c.image_size &&
+            images.dim(3) == c.image_size,
+        "input has shape ", shape_str(images.shape()), ", the model needs (N, ", c.channels, ", ", c.image_size,
+        ", ", c.image_size, ")");
+  check(images.dtype() == DType::F32, "input must be float32, got ", dtype_name(images.dtype()));
+  const int64_t N = images.dim(0);
+  if (max_batch <= 0) max_batch = std::max<int64_t>(1, 4096 / c.tokens());
+  Tensor logits = Tensor::empty({N, c.classes});
+  Acts acts;
+  const int64_t per_image = int64_t(c.channels) * c.image_size * c.image_size;
+  for (int64_t i = 0; i < N; i += max_batch) {
+    const int64_t b = std::min(max_batch, N - i);
+    acts.plan(c, b, false);
+    vit_forward(m, images.f32() + i * per_image, b, acts);
+    std::memcpy(logits.f32() + i * c.classes, acts.logits(), sizeof(float) * b * c.classes);
+  }
+  return logits;
+}
+
+}  // namespace vitkit

@@ -1,0 +1,68 @@
+// The ViT forward pass, for inference and for training (which keeps every
+// activation the backward pass needs).
+#pragma once
+#include <cstdint>
+
+#include "vitkit/core/tensor.h"
+#include "vitkit/model/vit.h"
+
+namespace vitkit {
+
+// Activations of one forward pass. In training mode every block has its own
+// buffers; in inference mode the blocks share one set (and the residual stream
+// is updated in place), so memory does not grow with depth.
+class Acts {
+ public:
+  // Sizes the buffers for batch B (reallocating only when they grow).
+  void plan(const ViTConfig& cfg, int64_t B, bool train);
+  int64_t batch() const { return B_; }
+  bool train() const { return train_; }
+
+  // (B*P, K) patches; (B*P, D) patch embeddings.
+  float* cols() { return buf(cols_); }
+  float* emb() { return buf(emb_); }
+  // Residual stream entering block l (l = depth: the encoder's output), (B, T, D).
+  float* stream(int l) { return buf(stream_) + (train_ ? l : 0) * btd_; }
+  // Per block l:
+  float* ln1(int l) { return blk(ln1_, l); }    // (B, T, D) first norm's output
+  float* ln1_mean(int l) { return blk(ln1m_, l); }  // (B*T)
+  float* ln1_rstd(int l) { return blk(ln1r_, l); }  // (B*T)
+  float* qkv(int l) { return blk(qkv_, l); }    // (B, T, 3D)
+  float* att(int l) { return blk(att_, l); }    // (B, T, D) attention output before out_proj
+  float* lse(int l) { return blk(lse_, l); }    // (B, H, T)
+  float* res1(int l) { return blk(res1_, l); }  // (B, T, D) x + out_proj(att)
+  float* ln2(int l) { return blk(ln2_, l); }    // (B, T, D)
+  float* ln2_mean(int l) { return blk(ln2m_, l); }
+  float* ln2_rstd(int l) { return blk(ln2r_, l); }
+  float* fc1(int l) { return blk(fc1_, l); }    // (B, T, M) before the activation
+  float* fc1_act(int l) { return train_ ? blk(fc1a_, l) : fc1(l); }  // (B, T, M)
+  float* res2(int l) { return blk(res2_, l); }  // (B, T, D) mid + fc2 (post-norm only)
+  // Final norm (B, T, D) and its statistics (B*T), pooled (B, D), logits (B, classes).
+  float* lnf() { return buf(lnf_); }
+  float* lnf_mean() { return buf(lnfm_); }
+  float* lnf_rstd() { return buf(lnfr_); }
+  float* pooled() { return buf(pooled_); }
+  float* logits() { return buf(logits_); }
+
+ private:
+  struct Slot {
+    int64_t offset = 0, size = 0;  // floats; size per block for per-block slots
+  };
+  float* buf(const Slot& s) { return mem_.f32() + s.offset; }
+  float* blk(const Slot& s, int l) { return mem_.f32() + s.offset + (train_ ? l : 0) * s.size; }
+  Tensor mem_;
+  int64_t B_ = 0, btd_ = 0;
+  bool train_ = false;
+  Slot cols_, emb_, stream_, ln1_, ln1m_, ln1r_, qkv_, att_, lse_, res1_, ln2_, ln2m_, ln2r_, fc1_, fc1a_, res2_,
+      lnf_, lnfm_, lnfr_, pooled_, logits_;
+};
+
+// Runs the model on images (B, C, S, S), already preprocessed. The logits
+// (B, classes) are in acts.logits(). acts must be planned for B.
+void vit_forward(const ViT& m, const float* images, int64_t B, Acts& acts);
+
+// Convenience: logits (B, classes) for images (B, C, S, S), processed in
+// chunks of at most max_batch images (0: a chunk size that bounds memory).
+Tensor vit_predict(const ViT& m, const Tensor& images, int64_t max_batch = 0);
+
+}  // namespace vitkit

@@ -1,0 +1,25 @@
+// Applying a Linear whatever its representation: dense f32 (the ParamTable
+// weight) or a compressed LinearRepr set by a compression pass.
+#pragma once
+#include <cstdint>
+#include <string>
+
+#include "vitkit/kernels/gemm.h"
+#include "vitkit/model/vit.h"
+
+namespace vitkit {
+
+// A compressed representation of one linear layer (int8, low-rank, ...).
+struct LinearRepr {
+  virtual ~LinearRepr() = default;
+  virtual std::string kind() const = 0;
+  // Y (M, out) = act(X (M, in) W^T + bias) (+ Y before when accumulate).
+  virtual void forward(const float* X, float* Y, int64_t M, const float* bias, kernels::Epilogue act,
+                       bool accumulate) const = 0;
+};
+
+// Y (M, l.out) = act(X (M, l.in) W^T + b), plus Y's previous content when accumulate.
+void linear_apply(const ViT& m, const Linear& l, const float* X, float* Y, int64_t M,
+                  kernels::Epilogue act = kernels::Epilogue::None, bool accumulate = false);
+
+}  // namespace vitkit
