@@ -75,44 +75,44 @@ ViTConfig load_config(const std::string& spec, const LoadOptions& opt) {
   return resolve_config(&r, spec, opt);
 }
 
-void load_weights(ViT& m, const SafetensorsReader& r, bool strict) {
+static std::string name_list(const std::vector<std::string>& names) {
+  std::string list;
+  for (size_t i = 0; i < names.size() && i < 8; ++i) list += (i ? ", " : "") + names[i];
+  if (names.size() > 8) list += cat(", ... (", names.size(), " in all)");
+  return list;
+}
+
+void load_weights(ViT& m, const TensorSource& src, bool strict) {
+  const std::vector<SourceTensor> all = src.list();
   std::vector<std::string> missing;
   std::set<std::string> used;
   for (int i = 0; i < m.params.size(); ++i) {
     const ParamInfo& p = m.params.info(i);
-    const StTensor* t = r.find(p.name);
+    const SourceTensor* t = src.find_in(all, p.name);
     if (!t) {
       missing.push_back(p.name);
       continue;
     }
     used.insert(p.name);
     if (t->dtype != DType::F32 && t->dtype != DType::F16 && t->dtype != DType::BF16 && t->dtype != DType::F64)
-      fail(r.path(), ": tensor '", p.name, "' has dtype ", dtype_name(t->dtype),
+      fail(src.path(), ": tensor '", p.name, "' has dtype ", dtype_name(t->dtype),
            ", expected a float type (F32, F16, BF16, F64)");
     if (t->shape != p.shape)
-      fail(r.path(), ": tensor '", p.name, "' has shape ", shape_str(t->shape), " but the model config needs ",
+      fail(src.path(), ": tensor '", p.name, "' has shape ", shape_str(t->shape), " but the model config needs ",
            shape_str(p.shape));
     float* dst = m.params.ptr(i);
-    r.read_f32(*t, dst);
+    src.read_f32(p.name, dst);
     int64_t bad = 0;
     for (int64_t k = 0; k < p.numel; ++k) bad += !std::isfinite(dst[k]);
-    if (bad) warn(cat(r.path(), ": tensor '", p.name, "' has ", bad, " NaN or Inf values"));
+    if (bad) warn(cat(src.path(), ": tensor '", p.name, "' has ", bad, " NaN or Inf values"));
   }
-  if (!missing.empty()) {
-    std::string list;
-    for (size_t i = 0; i < missing.size() && i < 8; ++i) list += (i ? ", " : "") + missing[i];
-    if (missing.size() > 8) list += cat(", ... (", missing.size(), " in all)");
-    fail(r.path(), ": missing tensors for the model config: ", list);
-  }
+  if (!missing.empty()) fail(src.path(), ": missing tensors for the model config: ", name_list(missing));
   std::vector<std::string> unused;
-  for (auto& t : r.tensors())
+  for (auto& t : all)
     if (!used.count(t.name)) unused.push_back(t.name);
   if (!unused.empty()) {
-    std::string list;
-    for (size_t i = 0; i < unused.size() && i < 8; ++i) list += (i ? ", " : "") + unused[i];
-    if (unused.size() > 8) list += cat(", ... (", unused.size(), " in all)");
-    if (strict) fail(r.path(), ": unused tensors (--strict): ", list);
-    warn(cat(r.path(), ": ignoring ", unused.size(), " unused tensor(s): ", list));
+    if (strict) fail(src.path(), ": unused tensors (--strict): ", name_list(unused));
+    warn(cat(src.path(), ": ignoring ", unused.size(), " unused tensor(s): ", name_list(unused)));
   }
 }
 

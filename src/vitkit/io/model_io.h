@@ -30,7 +30,7 @@ void save_model(const ViT& m, const std::string& path, DType dtype = DType::F32)
 // Fills the parameters from a file's torchvision-named float tensors (any float
 // dtype), checking names and shapes; missing tensors are errors, unused ones
 // warnings (errors when strict). Warns on NaN/Inf, naming the tensor.
-class SafetensorsReader;
-void load_weights(ViT& m, const SafetensorsReader& r, bool strict);
+class TensorSource;
+void load_weights(ViT& m, const TensorSource& src, bool strict);
 
 }  // namespace vitkit

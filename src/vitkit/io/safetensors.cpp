@@ -109,6 +109,18 @@ Tensor SafetensorsReader::read(const std::string& name) const {
   return read(*t);
 }
 
+std::vector<SourceTensor> SafetensorsReader::list() const {
+  std::vector<SourceTensor> v;
+  for (auto& t : tensors_) v.push_back({t.name, t.dtype, t.shape});
+  return v;
+}
+
+void SafetensorsReader::read_f32(const std::string& name, float* dst) const {
+  const StTensor* t = find(name);
+  if (!t) fail(path(), ": no tensor named '", name, "'");
+  read_f32(*t, dst);
+}
+
 void SafetensorsReader::read_f32(const StTensor& t, float* dst) const {
   const size_t n = static_cast<size_t>(t.numel());
   if (t.dtype == DType::F32) {

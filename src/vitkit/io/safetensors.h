@@ -10,6 +10,7 @@
 
 #include "vitkit/core/file.h"
 #include "vitkit/core/tensor.h"
+#include "vitkit/io/tensor_source.h"
 
 namespace vitkit {
 
@@ -21,18 +22,20 @@ struct StTensor {
   int64_t numel() const { return shape_numel(shape); }
 };
 
-class SafetensorsReader {
+class SafetensorsReader : public TensorSource {
  public:
   // Opens and validates the file: header length, JSON, dtypes, shapes, offsets
   // (inside the data section, matching the shape, not overlapping).
   explicit SafetensorsReader(const std::string& path);
-  const std::string& path() const { return file_.path(); }
+  std::string path() const override { return file_.path(); }
+  std::vector<SourceTensor> list() const override;
+  void read_f32(const std::string& name, float* dst) const override;
+  Tensor read(const std::string& name) const override;
+  std::map<std::string, std::string> metadata() const override { return metadata_; }
   const std::vector<StTensor>& tensors() const { return tensors_; }
   const StTensor* find(const std::string& name) const;
-  const std::map<std::string, std::string>& metadata() const { return metadata_; }
   // The tensor in its stored dtype.
   Tensor read(const StTensor& t) const;
-  Tensor read(const std::string& name) const;
   // Reads and converts to float32 into dst (t.numel() floats).
   void read_f32(const StTensor& t, float* dst) const;
 

@@ -129,7 +129,8 @@ static E parse_enum(const std::string& key, const std::string& v,
   std::string names;
   for (auto& [n, e] : options) {
     if (v == n) return e;
-    names += names.empty() ? n : std::string("|") + n;
+    if (!names.empty()) names += '|';
+    names += n;
   }
   throw UsageError(cat("config key '", key, "': expected ", names, ", got '", v, "'"));
 }
@@ -188,7 +189,10 @@ static std::string toml_value_text(const toml::node& n, const std::string& key, 
   }
   if (auto arr = n.as_array()) {
     std::string out;
-    for (auto& e : *arr) out += (out.empty() ? "" : ":") + toml_value_text(e, key, file);
+    for (auto& e : *arr) {
+      if (!out.empty()) out += ':';
+      out += toml_value_text(e, key, file);
+    }
     return out;
   }
   throw UsageError(cat(file, ": config key '", key, "' has an unsupported value type"));
@@ -252,7 +256,7 @@ nlohmann::json config_to_json(const ViTConfig& c) {
   j["heads"] = c.heads;
   j["mlp_dim"] = c.mlp_dim;
   j["classes"] = c.classes;
-  j["norm_eps"] = c.norm_eps;
+  j["norm_eps"] = std::stod(cat(c.norm_eps));  // the float as written, not its double expansion
   j["norm"] = to_string(c.norm);
   j["act"] = to_string(c.act);
   j["pool"] = to_string(c.pool);
@@ -280,7 +284,10 @@ static std::string json_text(const nlohmann::json& v) {
   }
   if (v.is_array()) {
     std::string out;
-    for (auto& e : v) out += (out.empty() ? "" : ":") + json_text(e);
+    for (auto& e : v) {
+      if (!out.empty()) out += ':';
+      out += json_text(e);
+    }
     return out;
   }
   fail("unsupported JSON value ", v.dump());
