@@ -1,5 +1,6 @@
 #include "vitkit/model/config.h"
 
+#include <algorithm>
 #include <cmath>
 #include <sstream>
 #include <toml++/toml.h>
@@ -198,7 +199,21 @@ static std::string toml_value_text(const toml::node& n, const std::string& key, 
   throw UsageError(cat(file, ": config key '", key, "' has an unsupported value type"));
 }
 
+// A config that changes the channel count without giving mean and std gets
+// mean 0.5, std 0.5 per channel (the ImageNet statistics only fit RGB).
+static void fit_normalisation(ViTConfig& c, const std::vector<std::string>& keys) {
+  auto given = [&](const char* k) { return std::find(keys.begin(), keys.end(), k) != keys.end(); };
+  if (!given("mean") && c.pre.mean.size() != size_t(c.channels)) c.pre.mean.assign(c.channels, 0.5f);
+  if (!given("std") && c.pre.std.size() != size_t(c.channels)) c.pre.std.assign(c.channels, 0.5f);
+}
+
 std::vector<std::string> apply_config_spec(ViTConfig& c, const std::string& spec) {
+  std::vector<std::string> keys = apply_config_spec_raw(c, spec);
+  fit_normalisation(c, keys);
+  return keys;
+}
+
+std::vector<std::string> apply_config_spec_raw(ViTConfig& c, const std::string& spec) {
   std::vector<std::string> keys;
   bool is_file = spec.size() > 5 && spec.substr(spec.size() - 5) == ".toml";
   if (is_file) {
@@ -296,18 +311,21 @@ static std::string json_text(const nlohmann::json& v) {
 ViTConfig config_from_json(const nlohmann::json& j) {
   if (!j.is_object()) fail("model config is not a JSON object");
   ViTConfig c;
+  std::vector<std::string> keys;
   try {
     for (auto& [k, v] : j.items()) {
       if (k == "preprocess") {
         if (!v.is_object()) fail("preprocess is not an object");
-        for (auto& [pk, pv] : v.items()) set_config_field(c, pk, json_text(pv));
+        for (auto& [pk, pv] : v.items()) set_config_field(c, pk, json_text(pv)), keys.push_back(pk);
       } else {
         set_config_field(c, k, json_text(v));
+        keys.push_back(k);
       }
     }
   } catch (const UsageError& e) {
     fail("model config: ", e.what());
   }
+  fit_normalisation(c, keys);
   c.validate();
   return c;
 }

@@ -63,7 +63,10 @@ void set_config_field(ViTConfig& c, const std::string& key, const std::string& v
 // Applies "key=value,key=value" or a TOML file (when spec names an existing .toml
 // file; a [model] table is used when present). "preset=vit_b_16" starts from a preset.
 // Returns the keys that were set.
+// A changed channel count without mean/std gets 0.5 per channel for both.
 std::vector<std::string> apply_config_spec(ViTConfig& c, const std::string& spec);
+// The same without that adjustment.
+std::vector<std::string> apply_config_spec_raw(ViTConfig& c, const std::string& spec);
 
 nlohmann::json config_to_json(const ViTConfig& c);
 ViTConfig config_from_json(const nlohmann::json& j);  // throws Error on bad fields
