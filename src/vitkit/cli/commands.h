@@ -7,5 +7,6 @@ namespace vitkit::cli {
 void register_info(CLI::App& app);
 void register_eval(CLI::App& app);
 void register_predict(CLI::App& app);
+void register_import(CLI::App& app);
 
 }  // namespace vitkit::cli

@@ -23,6 +23,10 @@ void add_model_opts(CLI::App* cmd, LoadOptions& o) {
   cmd->add_option("--config", o.config, "Architecture overrides: key=value,... or a TOML file");
   cmd->add_flag("--strict", o.strict, "Unused tensors in the file are errors");
   cmd->add_option("--seed", o.seed, "Seed for the random weights of a bare preset");
+  cmd->add_option("--arch", o.arch,
+                  "Tensor names of a foreign checkpoint (.pth or safetensors): torchvision, timm, hf, "
+                  "torch-encoder, custom");
+  cmd->add_option("--map", o.map, "Key map file: 'REGEX -> NAME' rules renaming tensors, tried before --arch's");
 }
 
 void print_json(const nlohmann::json& j) {

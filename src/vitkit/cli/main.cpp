@@ -14,6 +14,7 @@ int main(int argc, char** argv) {
   vitkit::cli::register_info(app);
   vitkit::cli::register_eval(app);
   vitkit::cli::register_predict(app);
+  vitkit::cli::register_import(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {

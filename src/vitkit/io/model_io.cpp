@@ -6,6 +6,7 @@
 #include "vitkit/core/error.h"
 #include "vitkit/core/file.h"
 #include "vitkit/core/rng.h"
+#include "vitkit/io/importer.h"
 #include "vitkit/io/safetensors.h"
 #include "vitkit/model/init.h"
 
@@ -71,6 +72,8 @@ ViTConfig load_config(const std::string& spec, const LoadOptions& opt) {
     c.validate();
     return c;
   }
+  const ImportOptions io{opt.arch, opt.map, opt.preset, opt.config};
+  if (needs_import(spec, io)) return import_checkpoint(spec, io).cfg;
   SafetensorsReader r(spec);
   return resolve_config(&r, spec, opt);
 }
@@ -127,6 +130,13 @@ std::unique_ptr<ViT> load_model(const std::string& spec, const LoadOptions& opt)
     std::string names;
     for (auto& n : preset_names()) names += (names.empty() ? "" : ", ") + n;
     fail(spec, ": no such file, and not a preset (", names, ")");
+  }
+  const ImportOptions io{opt.arch, opt.map, opt.preset, opt.config};
+  if (needs_import(spec, io)) {
+    ImportedCheckpoint ck = import_checkpoint(spec, io);
+    auto m = std::make_unique<ViT>(ck.cfg);
+    load_weights(*m, *ck.source, opt.strict);
+    return m;
   }
   SafetensorsReader r(spec);
   auto m = std::make_unique<ViT>(resolve_config(&r, spec, opt));

@@ -14,9 +14,13 @@ struct LoadOptions {
   std::string config;  // --config key=value,... or FILE.toml: overrides on top
   bool strict = false;  // unused tensors are errors (they are warnings otherwise)
   uint64_t seed = 0;    // weights of a bare preset (random, torchvision's init)
+  std::string arch;    // --arch LAYOUT: tensor names of a foreign checkpoint (io/layouts.h)
+  std::string map;     // --map FILE: key map rules, tried before the layout's (io/keymap.h)
 };
 
-// spec: a .safetensors file or a preset name (random weights, for info/bench).
+// spec: a .safetensors file, a .pth/.pt (torch.save), or a preset name (random
+// weights, for info/bench). A .pth, a file without vitkit metadata, or --arch /
+// --map go through io/importer.h (renaming and architecture inference).
 std::unique_ptr<ViT> load_model(const std::string& spec, const LoadOptions& opt = {});
 // The architecture alone (no weights read): for `info` on a file or a preset.
 ViTConfig load_config(const std::string& spec, const LoadOptions& opt = {});

@@ -1,0 +1,45 @@
+#include "vitkit/io/importer.h"
+
+#include "vitkit/core/error.h"
+#include "vitkit/io/arch_infer.h"
+#include "vitkit/io/pth.h"
+#include "vitkit/io/safetensors.h"
+
+namespace vitkit {
+
+std::unique_ptr<TensorSource> open_checkpoint(const std::string& path) {
+  switch (sniff_checkpoint(path)) {
+    case CheckpointFormat::TorchZip:
+    case CheckpointFormat::TorchLegacy:  // PthReader explains how to re-save it
+      return std::make_unique<PthReader>(path);
+    case CheckpointFormat::Safetensors:
+      return std::make_unique<SafetensorsReader>(path);
+    case CheckpointFormat::Unknown: break;
+  }
+  // Neither: the reader the name suggests says what is wrong.
+  const bool st = path.size() >= 12 && path.compare(path.size() - 12, 12, ".safetensors") == 0;
+  if (st) return std::make_unique<SafetensorsReader>(path);
+  return std::make_unique<PthReader>(path);
+}
+
+ImportedCheckpoint import_checkpoint(const std::string& path, const ImportOptions& o) {
+  const Layout& l = layout(!o.arch.empty() ? o.arch : o.map.empty() ? "torchvision" : "custom");
+  KeyMap map = layout_keymap(l, o.map);
+  ImportedCheckpoint ck;
+  std::unique_ptr<TensorSource> src = open_checkpoint(path);
+  ck.format = dynamic_cast<PthReader*>(src.get()) ? "pth" : "safetensors";
+  ck.layout = l.name;
+  ck.source = std::make_unique<RemappedSource>(std::move(src), map);
+  ck.cfg = resolve_arch(ck.source->list(), path, l, o.preset, o.config);
+  return ck;
+}
+
+bool needs_import(const std::string& path, const ImportOptions& o) {
+  if (!o.arch.empty() || !o.map.empty()) return true;
+  if (sniff_checkpoint(path) != CheckpointFormat::Safetensors) return true;
+  if (!o.preset.empty()) return false;
+  SafetensorsReader r(path);
+  return !r.metadata().count("vitkit.config");
+}
+
+}  // namespace vitkit
