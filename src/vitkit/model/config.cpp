@@ -7,6 +7,7 @@
 
 #include "vitkit/core/error.h"
 #include "vitkit/core/file.h"
+#include "vitkit/core/toml_text.h"
 
 namespace vitkit {
 
@@ -178,27 +179,6 @@ void set_config_field(ViTConfig& c, const std::string& key, const std::string& v
                          "resize, crop, interpolation)"));
 }
 
-static std::string toml_value_text(const toml::node& n, const std::string& key, const std::string& file) {
-  if (auto s = n.value<std::string>()) return *s;
-  if (n.is_boolean()) return *n.value<bool>() ? "true" : "false";
-  if (n.is_integer()) return std::to_string(*n.value<int64_t>());
-  if (n.is_floating_point()) {
-    std::ostringstream os;
-    os.precision(9);
-    os << *n.value<double>();
-    return os.str();
-  }
-  if (auto arr = n.as_array()) {
-    std::string out;
-    for (auto& e : *arr) {
-      if (!out.empty()) out += ':';
-      out += toml_value_text(e, key, file);
-    }
-    return out;
-  }
-  throw UsageError(cat(file, ": config key '", key, "' has an unsupported value type"));
-}
-
 // A config that changes the channel count without giving mean and std gets
 // mean 0.5, std 0.5 per channel (the ImageNet statistics only fit RGB).
 static void fit_normalisation(ViTConfig& c, const std::vector<std::string>& keys) {
@@ -226,22 +206,16 @@ std::vector<std::string> apply_config_spec_raw(ViTConfig& c, const std::string& 
     }
     const toml::table* t = &tbl;
     if (auto m = tbl["model"].as_table()) t = m;
-    // "preset" first, so that other keys override it.
-    if (auto p = t->get("preset")) {
-      set_config_field(c, "preset", toml_value_text(*p, "preset", spec));
-      keys.push_back("preset");
-    }
+    std::vector<std::pair<std::string, std::string>> kv;
     for (auto& [k, v] : *t) {
-      std::string key(k.str());
-      if (key == "preset" || v.is_table()) continue;
-      try {
-        set_config_field(c, key, toml_value_text(v, key, spec));
-      } catch (const UsageError& e) {
-        throw UsageError(cat(spec, ": ", e.what()));
-      }
-      keys.push_back(key);
+      if (v.is_table()) continue;
+      kv.emplace_back(std::string(k.str()), toml_text(v, std::string(k.str()), spec));
     }
-    return keys;
+    try {
+      return apply_config_pairs_raw(c, kv);
+    } catch (const UsageError& e) {
+      throw UsageError(cat(spec, ": ", e.what()));
+    }
   }
   std::stringstream ss(spec);
   std::string item;
@@ -253,10 +227,22 @@ std::vector<std::string> apply_config_spec_raw(ViTConfig& c, const std::string& 
       throw UsageError(cat("--config: expected key=value, got '", item, "'"));
     kv.emplace_back(item.substr(0, eq), item.substr(eq + 1));
   }
+  return apply_config_pairs_raw(c, kv);
+}
+
+std::vector<std::string> apply_config_pairs_raw(ViTConfig& c,
+                                                const std::vector<std::pair<std::string, std::string>>& kv) {
+  std::vector<std::string> keys;
   for (auto& [k, v] : kv)
     if (k == "preset") set_config_field(c, k, v), keys.push_back(k);
   for (auto& [k, v] : kv)
     if (k != "preset") set_config_field(c, k, v), keys.push_back(k);
+  return keys;
+}
+
+std::vector<std::string> apply_config_pairs(ViTConfig& c, const std::vector<std::pair<std::string, std::string>>& kv) {
+  std::vector<std::string> keys = apply_config_pairs_raw(c, kv);
+  fit_normalisation(c, keys);
   return keys;
 }
 

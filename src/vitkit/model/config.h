@@ -67,6 +67,10 @@ void set_config_field(ViTConfig& c, const std::string& key, const std::string& v
 std::vector<std::string> apply_config_spec(ViTConfig& c, const std::string& spec);
 // The same without that adjustment.
 std::vector<std::string> apply_config_spec_raw(ViTConfig& c, const std::string& spec);
+// Applies (key, text value) pairs, "preset" first; the _raw form does not adjust mean/std.
+std::vector<std::string> apply_config_pairs(ViTConfig& c, const std::vector<std::pair<std::string, std::string>>& kv);
+std::vector<std::string> apply_config_pairs_raw(ViTConfig& c,
+                                                const std::vector<std::pair<std::string, std::string>>& kv);
 
 nlohmann::json config_to_json(const ViTConfig& c);
 ViTConfig config_from_json(const nlohmann::json& j);  // throws Error on bad fields

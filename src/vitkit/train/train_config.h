@@ -1,0 +1,54 @@
+// A training run's configuration, read from a TOML file:
+//   [model]    ViTConfig keys (preset, image_size, patch, dim, ...; see model/config.h)
+//   [data]     dataset, train_split, test_split, train_limit, test_limit
+//   [train]    epochs, batch, lr, min_lr, warmup_lr, warmup_epochs, schedule, weight_decay,
+//              beta1, beta2, eps, label_smoothing, clip_grad, seed, eval_every
+//   [augment]  crop_padding, hflip
+//   [distill]  teacher, alpha, temperature        (optional)
+#pragma once
+#include <cstdint>
+#include <nlohmann/json.hpp>
+#include <string>
+
+#include "vitkit/model/config.h"
+#include "vitkit/train/adamw.h"
+
+namespace vitkit {
+
+struct AugmentConfig {
+  int crop_padding = 0;  // random crop of the padded image (0: off)
+  float hflip = 0.f;     // probability of a horizontal flip
+};
+
+struct DistillConfig {
+  std::string teacher;       // model file; empty: no distillation
+  float alpha = 0.5f;        // loss = (1 - alpha) CE + alpha * T^2 KL
+  float temperature = 4.f;
+};
+
+struct TrainConfig {
+  ViTConfig model;
+  std::string data = "fashion-mnist", train_split = "train", test_split = "test";
+  int64_t train_limit = 0, test_limit = 0;  // 0: all
+  int epochs = 10;
+  int batch = 128;
+  std::string schedule = "cosine";
+  float lr = 1e-3f, min_lr = 1e-5f, warmup_lr = 1e-6f, warmup_epochs = 1.f;
+  AdamWConfig opt;
+  float label_smoothing = 0.1f;
+  float clip_grad = 0.f;  // global norm; 0: off
+  uint64_t seed = 0;
+  int eval_every = 1;  // epochs between test evaluations (the last epoch always)
+  AugmentConfig augment;
+  DistillConfig distill;
+  std::string source;  // the TOML text, kept in checkpoints
+
+  nlohmann::json to_json() const;
+};
+
+// Reads and validates a TOML train config; errors name the file, key and line.
+TrainConfig load_train_config(const std::string& path);
+// Parses TOML text (name is used in errors).
+TrainConfig parse_train_config(const std::string& text, const std::string& name);
+
+}  // namespace vitkit

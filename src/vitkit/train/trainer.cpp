@@ -1,0 +1,324 @@
+#include "vitkit/train/trainer.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstring>
+#include <filesystem>
+#include <numeric>
+
+#include "vitkit/analyze/evaluate.h"
+#include "vitkit/core/error.h"
+#include "vitkit/core/file.h"
+#include "vitkit/core/progress.h"
+#include "vitkit/core/rng.h"
+#include "vitkit/io/dataset.h"
+#include "vitkit/io/model_io.h"
+#include "vitkit/io/preprocess.h"
+#include "vitkit/io/safetensors.h"
+#include "vitkit/model/backward.h"
+#include "vitkit/model/forward.h"
+#include "vitkit/model/init.h"
+#include "vitkit/report/table.h"
+#include "vitkit/train/adamw.h"
+#include "vitkit/train/augment.h"
+#include "vitkit/train/losses.h"
+#include "vitkit/train/schedule.h"
+
+namespace vitkit {
+
+using Clock = std::chrono::steady_clock;
+static double since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
+
+nlohmann::json EpochRecord::to_json() const {
+  nlohmann::json j{{"epoch", epoch},           {"steps", steps},     {"lr", lr},
+                   {"train_loss", train_loss}, {"train_top1", train_top1}, {"seconds", seconds},
+                   {"images_per_s", images_per_s}};
+  if (evaluated) {
+    j["test_loss"] = test_loss;
+    j["test_top1"] = test_top1;
+    j["test_top5"] = test_top5;
+  }
+  return j;
+}
+
+EpochRecord EpochRecord::from_json(const nlohmann::json& j) {
+  EpochRecord r;
+  r.epoch = j.at("epoch");
+  r.steps = j.at("steps");
+  r.lr = j.at("lr");
+  r.train_loss = j.at("train_loss");
+  r.train_top1 = j.at("train_top1");
+  r.seconds = j.at("seconds");
+  r.images_per_s = j.at("images_per_s");
+  if (j.contains("test_top1")) {
+    r.evaluated = true;
+    r.test_loss = j.at("test_loss");
+    r.test_top1 = j.at("test_top1");
+    r.test_top5 = j.at("test_top5");
+  }
+  return r;
+}
+
+TrainPaths TrainPaths::beside(const std::string& model_path) {
+  std::string stem = model_path;
+  const std::string ext = ".safetensors";
+  if (stem.size() > ext.size() && stem.compare(stem.size() - ext.size(), ext.size(), ext) == 0)
+    stem.resize(stem.size() - ext.size());
+  return {model_path, stem + ".ckpt.safetensors", stem + ".history.csv", stem + ".history.json"};
+}
+
+// Preprocessed images and labels of one split, held in memory.
+struct Split {
+  Tensor images;  // (N, C, S, S)
+  std::vector<int> labels;
+  std::string what;
+};
+
+struct Trainer::Data {
+  Split train, test;
+};
+
+struct Trainer::Opt {
+  AdamW adamw;
+  Schedule sched;
+  Acts acts;
+  BackWork work;
+  Tensor grads, batch;
+};
+
+static Split load_split(const TrainConfig& cfg, const std::string& split, int64_t limit) {
+  auto ds = open_dataset(cfg.data, split);
+  check(ds->classes() <= cfg.model.classes, ds->describe(), " has ", ds->classes(), " classes but the model has ",
+        cfg.model.classes);
+  const int64_t N = limit > 0 ? std::min(limit, ds->size()) : ds->size();
+  Split s;
+  s.what = ds->describe();
+  const int64_t per = int64_t(cfg.model.channels) * cfg.model.image_size * cfg.model.image_size;
+  s.images = Tensor::empty({N, cfg.model.channels, cfg.model.image_size, cfg.model.image_size});
+  s.labels.resize(N);
+  Progress bar("load " + split, N);
+  const int64_t chunk = 4096;
+  for (int64_t i = 0; i < N; i += chunk) {
+    const int64_t b = std::min(chunk, N - i);
+    std::vector<int64_t> idx(b);
+    std::iota(idx.begin(), idx.end(), i);
+    Tensor x = preprocess_batch(*ds, idx, cfg.model);
+    std::memcpy(s.images.f32() + i * per, x.f32(), sizeof(float) * b * per);
+    for (int64_t k = 0; k < b; ++k) s.labels[i + k] = ds->label(i + k);
+    bar.update(i + b);
+  }
+  bar.finish();
+  return s;
+}
+
+Trainer::Trainer(TrainConfig cfg, TrainPaths paths, std::unique_ptr<ViT> init)
+    : cfg_(std::move(cfg)), paths_(std::move(paths)) {
+  if (init) {
+    model_ = std::move(init);
+    // The fine-tuned model keeps its architecture; preprocessing follows it too.
+    cfg_.model = model_->cfg;
+  } else {
+    model_ = std::make_unique<ViT>(cfg_.model);
+    Rng rng(cfg_.seed);
+    init_weights(*model_, rng);
+  }
+  if (!cfg_.distill.teacher.empty()) {
+    teacher_ = load_model(cfg_.distill.teacher);
+    check(teacher_->cfg.classes == model_->cfg.classes, "[distill] teacher ", cfg_.distill.teacher, " has ",
+          teacher_->cfg.classes, " classes, the student ", model_->cfg.classes);
+  }
+  opt_ = std::unique_ptr<Opt>(new Opt{AdamW(model_->params, cfg_.opt), Schedule{}, Acts{}, BackWork{}, Tensor{},
+                                      Tensor{}});
+}
+
+Trainer::~Trainer() = default;
+
+void Trainer::load_data() {
+  if (data_) return;
+  data_ = std::make_unique<Data>();
+  data_->train = load_split(cfg_, cfg_.train_split, cfg_.train_limit);
+  data_->test = load_split(cfg_, cfg_.test_split, cfg_.test_limit);
+  const int64_t N = data_->train.images.dim(0);
+  const int64_t steps_per_epoch = (N + cfg_.batch - 1) / cfg_.batch;
+  Schedule& s = opt_->sched;
+  s.kind = cfg_.schedule;
+  s.lr = cfg_.lr;
+  s.min_lr = cfg_.min_lr;
+  s.warmup_lr = cfg_.warmup_lr;
+  s.warmup_steps = static_cast<int64_t>(std::llround(cfg_.warmup_epochs * steps_per_epoch));
+  s.total_steps = steps_per_epoch * cfg_.epochs;
+}
+
+void Trainer::train_epoch(int epoch) {
+  const ViTConfig& mc = model_->cfg;
+  const Split& tr = data_->train;
+  const int64_t N = tr.images.dim(0), C = mc.channels, S = mc.image_size, per = C * S * S, K = mc.classes;
+  // The epoch's order: a permutation from (seed, epoch).
+  std::vector<int64_t> order(N);
+  std::iota(order.begin(), order.end(), 0);
+  Rng shuf(cfg_.seed * 1000003ull + static_cast<uint64_t>(epoch));
+  for (int64_t i = N - 1; i > 0; --i) std::swap(order[i], order[shuf.below(i + 1)]);
+  AugmentParams aug;
+  aug.pad = cfg_.augment.crop_padding;
+  aug.hflip = cfg_.augment.hflip;
+  for (int c = 0; c < C; ++c) aug.fill.push_back(-mc.pre.mean[c] / mc.pre.std[c]);
+
+  Opt& o = *opt_;
+  if (!o.grads.defined()) o.grads = model_->params.zeros_like();
+  if (!o.batch.defined()) o.batch = Tensor::empty({cfg_.batch, C, S, S});
+  Tensor gathered = Tensor::empty({cfg_.batch, C, S, S});
+  std::vector<int> labels(cfg_.batch);
+  std::vector<int64_t> ids(cfg_.batch);
+  std::vector<float> dlogits(size_t(cfg_.batch) * K);
+  const int64_t steps = (N + cfg_.batch - 1) / cfg_.batch;
+  Progress bar(cat("epoch ", epoch, "/", cfg_.epochs), steps);
+  auto t0 = Clock::now();
+  double loss_sum = 0;
+  int64_t hits = 0, seen = 0;
+  float lr = 0;
+  for (int64_t s = 0; s < steps; ++s) {
+    const int64_t i0 = s * cfg_.batch, B = std::min<int64_t>(cfg_.batch, N - i0);
+    for (int64_t b = 0; b < B; ++b) {
+      const int64_t idx = order[i0 + b];
+      std::memcpy(gathered.f32() + b * per, tr.images.f32() + idx * per, sizeof(float) * per);
+      labels[b] = tr.labels[idx];
+      ids[b] = idx;
+    }
+    augment_batch(gathered.f32(), o.batch.f32(), B, C, S, aug, cfg_.seed * 7919ull + uint64_t(epoch), ids.data());
+    o.acts.plan(mc, B, true);
+    vit_forward(*model_, o.batch.f32(), B, o.acts);
+    int64_t correct = 0;
+    const float a = teacher_ ? cfg_.distill.alpha : 0.f;
+    float loss = cross_entropy_forward_backward(o.acts.logits(), labels.data(), B, K, cfg_.label_smoothing,
+                                                dlogits.data(), &correct);
+    if (teacher_) {
+      for (int64_t i = 0; i < B * K; ++i) dlogits[i] *= 1.f - a;
+      Tensor tl = vit_predict(*teacher_, o.batch.slice(0, B));
+      float kd = distill_kl_forward_backward(o.acts.logits(), tl.f32(), B, K, cfg_.distill.temperature, a,
+                                             dlogits.data());
+      loss = (1.f - a) * loss + a * kd;
+    }
+    std::memset(o.grads.f32(), 0, sizeof(float) * o.grads.numel());
+    vit_backward(*model_, o.acts, dlogits.data(), o.grads.f32(), o.work);
+    if (cfg_.clip_grad > 0) clip_grad_norm(model_->params, o.grads.f32(), cfg_.clip_grad);
+    lr = o.sched.at(step_);
+    o.adamw.step(model_->params, o.grads.f32(), lr);
+    ++step_;
+    check(std::isfinite(loss), "training diverged: loss is ", loss, " at epoch ", epoch, " step ", s + 1,
+          " (lower the learning rate or enable clip_grad)");
+    loss_sum += double(loss) * B;
+    hits += correct;
+    seen += B;
+    bar.update(s + 1, cat("loss ", fmt_fixed(loss_sum / seen, 4), " acc ", fmt_fixed(100.0 * hits / seen, 2),
+                          "% ", fmt_fixed(seen / since(t0), 0), " img/s"));
+  }
+  EpochRecord r;
+  r.epoch = epoch;
+  r.steps = step_;
+  r.lr = lr;
+  r.train_loss = loss_sum / seen;
+  r.train_top1 = double(hits) / seen;
+  r.seconds = since(t0);
+  r.images_per_s = seen / r.seconds;
+  bar.finish(cat("loss ", fmt_fixed(r.train_loss, 4), " acc ", fmt_fixed(100 * r.train_top1, 2), "% ",
+                 fmt_fixed(r.images_per_s, 0), " img/s"));
+  if (epoch % cfg_.eval_every == 0 || epoch == cfg_.epochs) {
+    EvalResult e = evaluate_tensor(*model_, data_->test.images, data_->test.labels, 256, false);
+    r.evaluated = true;
+    r.test_loss = e.loss;
+    r.test_top1 = e.top1;
+    r.test_top5 = e.top5;
+    if (progress_enabled())
+      std::fprintf(stderr, "epoch %d: test top1 %.2f%% top5 %.2f%% loss %.4f\n", epoch, 100 * e.top1, 100 * e.top5,
+                   e.loss);
+  }
+  history_.push_back(r);
+}
+
+void Trainer::save_checkpoint() const {
+  std::vector<StEntry> entries;
+  for (const ParamInfo& p : model_->params.entries())
+    entries.push_back({p.name, DType::F32, p.shape, model_->params.data() + p.offset});
+  AdamW& adam = opt_->adamw;
+  entries.push_back({"optim.m", DType::F32, {adam.m().numel()}, adam.m().f32()});
+  entries.push_back({"optim.v", DType::F32, {adam.v().numel()}, adam.v().f32()});
+  nlohmann::json hist = nlohmann::json::array();
+  for (auto& r : history_) hist.push_back(r.to_json());
+  nlohmann::json state{{"epochs_done", epochs_done_}, {"step", step_}, {"adam_steps", adam.steps()},
+                       {"history", hist}, {"train_config", cfg_.to_json()}};
+  nlohmann::json cj = config_to_json(model_->cfg);
+  std::map<std::string, std::string> md{{"vitkit.preprocess", cj["preprocess"].dump()},
+                                        {"vitkit.train_state", state.dump()},
+                                        {"vitkit.version", VITKIT_VERSION}};
+  cj.erase("preprocess");
+  md["vitkit.config"] = cj.dump();
+  write_safetensors(paths_.checkpoint, entries, md);
+}
+
+void Trainer::resume(const std::string& path) {
+  SafetensorsReader r(path);
+  auto md = r.metadata();
+  check(md.count("vitkit.train_state"), path, ": not a vitkit training checkpoint (no vitkit.train_state)");
+  nlohmann::json st;
+  try {
+    st = nlohmann::json::parse(md["vitkit.train_state"]);
+    ViTConfig saved = load_config(path);
+    check(config_to_json(saved) == config_to_json(model_->cfg), path,
+          ": the checkpoint's model config differs from the train config's");
+    for (int i = 0; i < model_->params.size(); ++i) {
+      const ParamInfo& p = model_->params.info(i);
+      const StTensor* t = r.find(p.name);
+      check(t && t->shape == p.shape && t->dtype == DType::F32, path, ": tensor '", p.name,
+            "' is missing or has the wrong shape");
+      r.read_f32(*t, model_->params.ptr(i));
+    }
+    AdamW& adam = opt_->adamw;
+    for (auto [name, dst] : {std::pair{"optim.m", &adam.m()}, std::pair{"optim.v", &adam.v()}}) {
+      const StTensor* t = r.find(name);
+      check(t && t->numel() == dst->numel() && t->dtype == DType::F32, path, ": optimizer state '", name,
+            "' is missing or has the wrong size");
+      r.read_f32(*t, dst->f32());
+    }
+    adam.set_steps(st.at("adam_steps").get<int64_t>());
+    epochs_done_ = st.at("epochs_done").get<int>();
+    step_ = st.at("step").get<int64_t>();
+    history_.clear();
+    for (auto& h : st.at("history")) history_.push_back(EpochRecord::from_json(h));
+  } catch (const nlohmann::json::exception& e) {
+    fail(path, ": corrupted training state: ", e.what());
+  }
+  check(epochs_done_ <= cfg_.epochs, path, ": the checkpoint has ", epochs_done_, " epochs, the config only ",
+        cfg_.epochs);
+}
+
+void Trainer::save_history() const {
+  nlohmann::json j = nlohmann::json::array();
+  std::string csv = "epoch,steps,lr,train_loss,train_top1,test_loss,test_top1,test_top5,seconds,images_per_s\n";
+  for (auto& r : history_) {
+    j.push_back(r.to_json());
+    csv += cat(r.epoch, ",", r.steps, ",", r.lr, ",", r.train_loss, ",", r.train_top1, ",",
+               r.evaluated ? cat(r.test_loss) : "", ",", r.evaluated ? cat(r.test_top1) : "", ",",
+               r.evaluated ? cat(r.test_top5) : "", ",", r.seconds, ",", r.images_per_s, "\n");
+  }
+  write_text_atomic(paths_.history_json, j.dump(2) + "\n");
+  write_text_atomic(paths_.history_csv, csv);
+}
+
+const std::vector<EpochRecord>& Trainer::run() {
+  load_data();
+  if (progress_enabled())
+    std::fprintf(stderr, "train: %s\ntest: %s\nmodel: %lld parameters; %d epochs of %lld steps\n",
+                 data_->train.what.c_str(), data_->test.what.c_str(), (long long)model_->params.count(),
+                 cfg_.epochs, (long long)((data_->train.images.dim(0) + cfg_.batch - 1) / cfg_.batch));
+  for (int e = epochs_done_ + 1; e <= cfg_.epochs; ++e) {
+    train_epoch(e);
+    epochs_done_ = e;
+    save_checkpoint();
+    save_history();
+  }
+  save_model(*model_, paths_.model);
+  return history_;
+}
+
+}  // namespace vitkit
