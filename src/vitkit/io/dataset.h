@@ -1,0 +1,39 @@
+// Datasets of labelled images: the abstraction every reader implements, and
+// open_dataset, which turns a --data spec and a split into a reader.
+#pragma once
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "vitkit/io/image.h"
+
+namespace vitkit {
+
+class Dataset {
+ public:
+  virtual ~Dataset() = default;
+  virtual int64_t size() const = 0;
+  virtual int classes() const = 0;
+  virtual std::vector<std::string> class_names() const = 0;
+  // Label of image i, in [0, classes()).
+  virtual int label(int64_t i) const = 0;
+  // Image i (decoded). Thread-safe: called concurrently from OpenMP threads.
+  virtual Image image(int64_t i) const = 0;
+  // One line: "fashion-mnist test (10000 images, 10 classes, 28x28x1) from /usr/share/..."
+  virtual std::string describe() const = 0;
+};
+
+// spec: "fashion-mnist" | "mnist" | "cifar10" | a path (an IDX folder, a CIFAR-10
+// binary folder, or an image folder with one subfolder per class);
+// split: "train" | "test". Throws vitkit::Error naming the file and the problem
+// for missing or malformed files, and listing where it looked for named datasets.
+std::unique_ptr<Dataset> open_dataset(const std::string& spec, const std::string& split);
+
+// Where the named datasets are searched, in order (existing or not).
+std::vector<std::string> dataset_search_dirs(const std::string& name);
+
+// Throws if i is outside [0, size) (used by the readers; `what` names the dataset).
+void check_index(int64_t i, int64_t size, const std::string& what);
+
+}  // namespace vitkit
