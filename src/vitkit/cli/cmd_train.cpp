@@ -5,6 +5,7 @@
 #include "common.h"
 #include "vitkit/core/error.h"
 #include "vitkit/core/file.h"
+#include "vitkit/core/profile.h"
 #include "vitkit/train/trainer.h"
 
 namespace vitkit::cli {
@@ -14,6 +15,8 @@ namespace {
 struct TrainOpts {
   std::string config, output, resume, init;
   int epochs = 0;
+  int64_t limit = 0;
+  bool profile = false;
   LoadOptions load;
   CommonOpts common;
 };
@@ -22,6 +25,8 @@ void run_train(const TrainOpts& o) {
   apply_common(o.common);
   TrainConfig cfg = load_train_config(o.config);
   if (o.epochs > 0) cfg.epochs = o.epochs;
+  if (o.limit > 0) cfg.train_limit = o.limit;
+  prof::set_enabled(o.profile);
   std::string out = o.output;
   if (out.empty()) {
     std::string stem = o.config;
@@ -35,6 +40,7 @@ void run_train(const TrainOpts& o) {
   Trainer t(cfg, TrainPaths::beside(out), std::move(init));
   if (!o.resume.empty()) t.resume(o.resume);
   const auto& hist = t.run();
+  if (o.profile) print_profile();
   TrainPaths p = TrainPaths::beside(out);
   if (o.common.json) {
     nlohmann::json h = nlohmann::json::array();
@@ -64,6 +70,9 @@ void register_train(CLI::App& app) {
   cmd->add_option("--resume", o->resume, "Continue from a checkpoint (<model>.ckpt.safetensors)");
   cmd->add_option("--init", o->init, "Fine-tune this model instead of a new one");
   cmd->add_option("--epochs", o->epochs, "Override the config's epochs")->check(CLI::PositiveNumber);
+  cmd->add_option("--limit", o->limit, "Override the config's train_limit (first N training images)")
+      ->check(CLI::PositiveNumber);
+  cmd->add_flag("--profile", o->profile, "Print where the time went, per op (stderr)");
   add_common(cmd, o->common);
   cmd->callback([o] { run_train(*o); });
 }

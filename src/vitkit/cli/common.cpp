@@ -2,7 +2,9 @@
 
 #include <cstdio>
 
+#include "vitkit/core/profile.h"
 #include "vitkit/core/progress.h"
+#include "vitkit/report/table.h"
 #include "vitkit/core/threads.h"
 
 namespace vitkit::cli {
@@ -27,6 +29,19 @@ void add_model_opts(CLI::App* cmd, LoadOptions& o) {
                   "Tensor names of a foreign checkpoint (.pth or safetensors): torchvision, timm, hf, "
                   "torch-encoder, custom");
   cmd->add_option("--map", o.map, "Key map file: 'REGEX -> NAME' rules renaming tensors, tried before --arch's");
+}
+
+void print_profile() {
+  auto entries = prof::report();
+  double total = 0;
+  for (auto& e : entries) total += e.seconds;
+  Table t({"op", "seconds", "share", "calls", "ms/call"});
+  t.right_align({1, 2, 3, 4});
+  for (auto& e : entries)
+    t.add({e.name, fmt_fixed(e.seconds, 3), fmt_fixed(100 * e.seconds / total, 1) + "%", std::to_string(e.calls),
+           fmt_fixed(1e3 * e.seconds / double(e.calls), 3)});
+  t.add({"total", fmt_fixed(total, 3), "100.0%", "", ""});
+  std::fputs(t.text().c_str(), stderr);
 }
 
 void print_json(const nlohmann::json& j) {

@@ -21,6 +21,9 @@ void apply_common(const CommonOpts& o);
 // --preset, --config, --strict, --seed: how a model file or preset is read.
 void add_model_opts(CLI::App* cmd, LoadOptions& o);
 
+// The per-op profile (core/profile.h) as a table on stderr.
+void print_profile();
+
 // One JSON document on stdout.
 void print_json(const nlohmann::json& j);
 

@@ -1,6 +1,8 @@
 #include "vitkit/kernels/activations.h"
 
 #include <cmath>
+#include <omp.h>
+
 #include <cstring>
 
 #include "vitkit/core/threads.h"
@@ -42,41 +44,49 @@ void act_forward(Activation a, const float* x, float* out, int64_t n) {
   }
 }
 
-// Runs dx[i] = g(i) or dx[i] += g(i) over n elements, in parallel for large n.
-template <typename G>
-static void store_grad(float* dx, int64_t n, bool accumulate, G g) {
+// Derivatives act'(x) as plain functions, so that the loops below vectorise
+// (a capturing lambda would reload its pointers on every iteration).
+struct ReluGrad {
+  static float d(float v) { return v > 0 ? 1.f : 0.f; }
+};
+struct GeluGrad {  // d/dx x*Phi(x) = Phi(x) + x*phi(x)
+  static float d(float v) {
+    return 0.5f * (1.0f + erf_inline(v * kInvSqrt2)) + v * kInvSqrt2Pi * exp_inline(-0.5f * v * v);
+  }
+};
+struct GeluTanhGrad {
+  static float d(float v) {
+    const float u = kSqrt2OverPi * (v + 0.044715f * v * v * v);
+    const float t = tanh_inline(u);
+    const float du = kSqrt2OverPi * (1.0f + 3.0f * 0.044715f * v * v);
+    return 0.5f * (1.0f + t) + 0.5f * v * (1.0f - t * t) * du;
+  }
+};
+
+// dx[i] (+)= dout[i] * F::d(x[i]), in parallel for large n.
+template <typename F>
+static void act_grad(const float* x, const float* dout, float* dx, int64_t n, bool accumulate) {
   int nt = num_threads();
-  if (accumulate) {
-#pragma omp parallel for simd num_threads(nt) if (n > 65536)
-    for (int64_t i = 0; i < n; ++i) dx[i] += g(i);
-  } else {
-#pragma omp parallel for simd num_threads(nt) if (n > 65536)
-    for (int64_t i = 0; i < n; ++i) dx[i] = g(i);
+  if (n <= 65536) nt = 1;
+#pragma omp parallel num_threads(nt)
+  {
+    const int t = omp_get_thread_num(), k = omp_get_num_threads();
+    const int64_t lo = n * t / k, hi = n * (t + 1) / k;
+    if (accumulate) {
+#pragma omp simd
+      for (int64_t i = lo; i < hi; ++i) dx[i] += dout[i] * F::d(x[i]);
+    } else {
+#pragma omp simd
+      for (int64_t i = lo; i < hi; ++i) dx[i] = dout[i] * F::d(x[i]);
+    }
   }
 }
 
 void act_backward(Activation a, const float* x, const float* dout, float* dx, int64_t n, bool accumulate) {
   switch (a) {
-    case Activation::Relu:
-      store_grad(dx, n, accumulate, [=](int64_t i) { return x[i] > 0 ? dout[i] : 0.f; });
-      return;
-    case Activation::Gelu:  // d/dx x*Phi(x) = Phi(x) + x*phi(x)
-      store_grad(dx, n, accumulate, [=](int64_t i) {
-        float v = x[i];
-        float cdf = 0.5f * (1.0f + erf_inline(v * kInvSqrt2));
-        float pdf = kInvSqrt2Pi * exp_inline(-0.5f * v * v);
-        return dout[i] * (cdf + v * pdf);
-      });
-      return;
-    case Activation::GeluTanh:
-      store_grad(dx, n, accumulate, [=](int64_t i) {
-        float v = x[i];
-        float u = kSqrt2OverPi * (v + 0.044715f * v * v * v);
-        float t = tanh_inline(u);
-        float du = kSqrt2OverPi * (1.0f + 3.0f * 0.044715f * v * v);
-        return dout[i] * (0.5f * (1.0f + t) + 0.5f * v * (1.0f - t * t) * du);
-      });
-      return;
+    case Activation::Relu: return act_grad<ReluGrad>(x, dout, dx, n, accumulate);
+    case Activation::Gelu: return act_grad<GeluGrad>(x, dout, dx, n, accumulate);
+    case Activation::GeluTanh: return act_grad<GeluTanhGrad>(x, dout, dx, n, accumulate);
   }
 }
 

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <limits>
 #include <vector>
 
@@ -11,79 +12,164 @@
 namespace vitkit::kernels {
 
 namespace {
-constexpr int64_t kQTile = 32;   // query rows per work item
-constexpr int64_t kKTile = 128;  // keys per online-softmax step
+
+// Register blocking: RB query rows at a time against VW keys (or head-dim
+// columns) at a time; fixed sizes so that the compiler keeps the RB x VW
+// accumulators in vector registers.
+constexpr int64_t VW = 16;    // one AVX-512 vector of floats (two AVX2 vectors)
+constexpr int64_t RB = 8;     // rows per micro-block
+constexpr int64_t kQTile = 32;   // query rows per work item (forward)
+constexpr int64_t kKTile = 256;  // keys per online-softmax step (forward)
+
+inline int64_t pad(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
+
+// S (RB, ncols) = A (RB, d) . Bt[:, c0 .. c0+ncols) where Bt is (d, ldb) and
+// ncols a multiple of VW. S has leading dimension lds.
+inline void rows_times_cols(const float* A, int64_t lda, const float* Bt, int64_t ldb, int64_t d, int64_t c0,
+                            int64_t ncols, float* S, int64_t lds) {
+  for (int64_t c = 0; c < ncols; c += VW) {
+    float acc[RB][VW] = {};
+    for (int64_t k = 0; k < d; ++k) {
+      const float* b = Bt + k * ldb + c0 + c;
+      for (int64_t r = 0; r < RB; ++r) {
+        const float a = A[r * lda + k];
+#pragma omp simd
+        for (int64_t v = 0; v < VW; ++v) acc[r][v] += a * b[v];
+      }
+    }
+    for (int64_t r = 0; r < RB; ++r)
+#pragma omp simd
+      for (int64_t v = 0; v < VW; ++v) S[r * lds + c + v] = acc[r][v];
+  }
+}
+
+// C (RB, dp) += P (RB, n) . Bp (n, dp), dp a multiple of VW; P has leading
+// dimension ldp, Bp and C leading dimension dp.
+inline void rows_times_rows(const float* P, int64_t ldp, const float* Bp, int64_t n, int64_t dp, float* C) {
+  for (int64_t c = 0; c < dp; c += VW) {
+    float acc[RB][VW];
+    for (int64_t r = 0; r < RB; ++r)
+#pragma omp simd
+      for (int64_t v = 0; v < VW; ++v) acc[r][v] = C[r * dp + c + v];
+    for (int64_t j = 0; j < n; ++j) {
+      const float* b = Bp + j * dp + c;
+      for (int64_t r = 0; r < RB; ++r) {
+        const float p = P[r * ldp + j];
+#pragma omp simd
+        for (int64_t v = 0; v < VW; ++v) acc[r][v] += p * b[v];
+      }
+    }
+    for (int64_t r = 0; r < RB; ++r)
+#pragma omp simd
+      for (int64_t v = 0; v < VW; ++v) C[r * dp + c + v] = acc[r][v];
+  }
+}
+
+// Acc (n, dp) += P^T (n, RB) . A (RB, dp): Acc[j] += sum_r P[r][j] A[r].
+inline void cols_times_rows(const float* P, int64_t ldp, const float* A, int64_t n, int64_t dp, float* Acc) {
+  for (int64_t c = 0; c < dp; c += VW) {
+    float a[RB][VW];
+    for (int64_t r = 0; r < RB; ++r)
+#pragma omp simd
+      for (int64_t v = 0; v < VW; ++v) a[r][v] = A[r * dp + c + v];
+    for (int64_t j = 0; j < n; ++j) {
+      float* out = Acc + j * dp + c;
+      float acc[VW];
+#pragma omp simd
+      for (int64_t v = 0; v < VW; ++v) acc[v] = out[v];
+      for (int64_t r = 0; r < RB; ++r) {
+        const float p = P[r * ldp + j];
+#pragma omp simd
+        for (int64_t v = 0; v < VW; ++v) acc[v] += p * a[r][v];
+      }
+#pragma omp simd
+      for (int64_t v = 0; v < VW; ++v) out[v] = acc[v];
+    }
+  }
+}
+
+// One head of one image, packed once per thread and reused by its work items:
+// kt (d, Tp) = K^T, vp (Tp, dp) = V, zero-padded to Tp keys and dp columns.
+struct HeadPack {
+  std::vector<float> kt, vp;
+  int64_t cached = -1;
+  void pack(const float* qkv, int64_t b, int64_t h, int64_t T, int64_t D, int64_t d, int64_t Tp, int64_t dp) {
+    const int64_t ld = 3 * D;
+    const float* base = qkv + b * T * ld;
+    kt.assign(static_cast<size_t>(d * Tp), 0.f);
+    vp.assign(static_cast<size_t>(Tp * dp), 0.f);
+    for (int64_t j = 0; j < T; ++j) {
+      const float* kj = base + j * ld + D + h * d;
+      const float* vj = base + j * ld + 2 * D + h * d;
+      for (int64_t k = 0; k < d; ++k) kt[k * Tp + j] = kj[k];
+      std::memcpy(vp.data() + j * dp, vj, sizeof(float) * d);
+    }
+  }
+};
+
+// Loads `rows` rows (stride ld) of d values into a (RB, dp) block, times scale,
+// zero elsewhere.
+inline void load_rows(const float* src, int64_t ld, int64_t rows, int64_t d, int64_t dp, float scale, float* dst) {
+  std::fill(dst, dst + RB * dp, 0.f);
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t k = 0; k < d; ++k) dst[r * dp + k] = src[r * ld + k] * scale;
+}
+
 }  // namespace
 
 void attention_forward(const float* qkv, float* out, float* lse, int64_t B, int64_t T, int64_t D, int64_t H) {
-  const int64_t d = D / H, ld = 3 * D;
+  const int64_t d = D / H, ld = 3 * D, dp = pad(d, VW), Tp = pad(T, VW);
   const float scale = 1.0f / std::sqrt(static_cast<float>(d));
-  const int64_t nq = (T + kQTile - 1) / kQTile;
-  const int64_t items = B * H * nq;
+  const int64_t nq = (T + kQTile - 1) / kQTile, items = B * H * nq;
+  const int64_t tile = std::min(kKTile, Tp);
   int nt = static_cast<int>(std::min<int64_t>(num_threads(), items));
 #pragma omp parallel num_threads(nt)
   {
-    std::vector<float> kt(static_cast<size_t>(d * T));      // K of one head, transposed: (d, T)
-    std::vector<float> q(static_cast<size_t>(kQTile * d));  // scaled query tile
-    std::vector<float> acc(static_cast<size_t>(kQTile * d));
-    std::vector<float> s(static_cast<size_t>(kKTile));
-    int64_t cached = -1;
+    HeadPack hp;
+    std::vector<float> q(static_cast<size_t>(RB * dp)), acc(static_cast<size_t>(RB * dp)),
+        s(static_cast<size_t>(RB * tile));
+    float m[RB], l[RB];
 #pragma omp for schedule(static)
     for (int64_t it = 0; it < items; ++it) {
       const int64_t bh = it / nq, qb = it % nq, b = bh / H, h = bh % H;
-      const float* base = qkv + b * T * ld;
-      if (cached != bh) {  // transpose this head's keys once per thread
-        for (int64_t j = 0; j < T; ++j) {
-          const float* kj = base + j * ld + D + h * d;
-          for (int64_t k = 0; k < d; ++k) kt[k * T + j] = kj[k];
-        }
-        cached = bh;
-      }
-      const int64_t i0 = qb * kQTile, rows = std::min(kQTile, T - i0);
-      for (int64_t r = 0; r < rows; ++r) {
-        const float* qi = base + (i0 + r) * ld + h * d;
-        for (int64_t k = 0; k < d; ++k) q[r * d + k] = qi[k] * scale;
-      }
-      for (int64_t r = 0; r < rows; ++r) {
-        float m = -std::numeric_limits<float>::infinity(), l = 0.f;
-        float* a = acc.data() + r * d;
-        std::fill(a, a + d, 0.f);
-        const float* qr = q.data() + r * d;
-        for (int64_t j0 = 0; j0 < T; j0 += kKTile) {
-          const int64_t nc = std::min(kKTile, T - j0);
-          float* sp = s.data();
-          std::fill(sp, sp + nc, 0.f);
-          for (int64_t k = 0; k < d; ++k) {  // s = q_r . K^T, vectorised over keys
-            const float qk = qr[k];
-            const float* kr = kt.data() + k * T + j0;
-#pragma omp simd
-            for (int64_t c = 0; c < nc; ++c) sp[c] += qk * kr[c];
-          }
-          float mx = m;
-          for (int64_t c = 0; c < nc; ++c) mx = std::max(mx, sp[c]);
-          const float corr = exp_inline(m - mx);  // 0 on the first tile (m = -inf)
-          float sum = 0.f;
+      if (hp.cached != bh) hp.pack(qkv, b, h, T, D, d, Tp, dp), hp.cached = bh;
+      const int64_t i_end = std::min(T, (qb + 1) * kQTile);
+      for (int64_t r0 = qb * kQTile; r0 < i_end; r0 += RB) {
+        const int64_t rows = std::min(RB, i_end - r0);
+        load_rows(qkv + (b * T + r0) * ld + h * d, ld, rows, d, dp, scale, q.data());
+        std::fill(acc.begin(), acc.end(), 0.f);
+        for (int64_t r = 0; r < RB; ++r) m[r] = -std::numeric_limits<float>::infinity(), l[r] = 0.f;
+        for (int64_t j0 = 0; j0 < T; j0 += tile) {
+          const int64_t nc = std::min(tile, T - j0);
+          // s (RB, nc) = q . K^T of this key tile
+          rows_times_cols(q.data(), dp, hp.kt.data(), Tp, d, j0, pad(nc, VW), s.data(), tile);
+          // online softmax: rescale what was accumulated for the new running max
+          for (int64_t r = 0; r < RB; ++r) {
+            float* sr = s.data() + r * tile;
+            float mx = m[r];
+            for (int64_t c = 0; c < nc; ++c) mx = std::max(mx, sr[c]);
+            const float corr = exp_inline(m[r] - mx);
+            float sum = 0.f;
 #pragma omp simd reduction(+ : sum)
-          for (int64_t c = 0; c < nc; ++c) {
-            sp[c] = exp_inline(sp[c] - mx);
-            sum += sp[c];
-          }
-          l = l * corr + sum;
-          m = mx;
+            for (int64_t c = 0; c < nc; ++c) {
+              sr[c] = exp_inline(sr[c] - mx);
+              sum += sr[c];
+            }
+            l[r] = l[r] * corr + sum;
+            m[r] = mx;
+            float* ar = acc.data() + r * dp;
 #pragma omp simd
-          for (int64_t k = 0; k < d; ++k) a[k] *= corr;
-          for (int64_t c = 0; c < nc; ++c) {  // a += p_c * v_c, vectorised over the head dim
-            const float p = sp[c];
-            const float* vc = base + (j0 + c) * ld + 2 * D + h * d;
-#pragma omp simd
-            for (int64_t k = 0; k < d; ++k) a[k] += p * vc[k];
+            for (int64_t k = 0; k < dp; ++k) ar[k] *= corr;
           }
+          // acc (RB, dp) += p (RB, nc) . V of this key tile
+          rows_times_rows(s.data(), tile, hp.vp.data() + j0 * dp, nc, dp, acc.data());
         }
-        float* o = out + (b * T + i0 + r) * D + h * d;
-        const float inv = 1.0f / l;
-#pragma omp simd
-        for (int64_t k = 0; k < d; ++k) o[k] = a[k] * inv;
-        if (lse) lse[(b * H + h) * T + i0 + r] = m + std::log(l);
+        for (int64_t r = 0; r < rows; ++r) {
+          float* o = out + (b * T + r0 + r) * D + h * d;
+          const float inv = 1.0f / l[r];
+          for (int64_t k = 0; k < d; ++k) o[k] = acc[r * dp + k] * inv;
+          if (lse) lse[(b * H + h) * T + r0 + r] = m[r] + std::log(l[r]);
+        }
       }
     }
   }
@@ -91,72 +177,71 @@ void attention_forward(const float* qkv, float* out, float* lse, int64_t B, int6
 
 void attention_backward(const float* dout, const float* qkv, const float* out, const float* lse, float* dqkv,
                         int64_t B, int64_t T, int64_t D, int64_t H) {
-  const int64_t d = D / H, ld = 3 * D;
+  const int64_t d = D / H, ld = 3 * D, dp = pad(d, VW), Tp = pad(T, VW);
   const float scale = 1.0f / std::sqrt(static_cast<float>(d));
   const int64_t items = B * H;
   int nt = static_cast<int>(std::min<int64_t>(num_threads(), items));
 #pragma omp parallel num_threads(nt)
   {
-    std::vector<float> kt(static_cast<size_t>(d * T)), vt(static_cast<size_t>(d * T));
-    std::vector<float> dk(static_cast<size_t>(T * d)), dv(static_cast<size_t>(T * d));
-    std::vector<float> p(static_cast<size_t>(T)), dp(static_cast<size_t>(T)), dq(static_cast<size_t>(d));
+    HeadPack hp;  // kt (d, Tp), vp (Tp, dp)
+    std::vector<float> vt(static_cast<size_t>(d * Tp)), kp(static_cast<size_t>(Tp * dp));
+    std::vector<float> dk(static_cast<size_t>(Tp * dp)), dv(static_cast<size_t>(Tp * dp));
+    std::vector<float> qa(static_cast<size_t>(RB * dp)), ga(static_cast<size_t>(RB * dp)),
+        oa(static_cast<size_t>(RB * dp)), dq(static_cast<size_t>(RB * dp));
+    std::vector<float> p(static_cast<size_t>(RB * Tp)), ds(static_cast<size_t>(RB * Tp));
 #pragma omp for schedule(static)
     for (int64_t it = 0; it < items; ++it) {
       const int64_t b = it / H, h = it % H;
       const float* base = qkv + b * T * ld;
-      float* dbase = dqkv + b * T * ld;
+      hp.pack(qkv, b, h, T, D, d, Tp, dp);
+      // vt (d, Tp) = V^T; kp (Tp, dp) = K
+      std::fill(vt.begin(), vt.end(), 0.f);
+      std::fill(kp.begin(), kp.end(), 0.f);
       for (int64_t j = 0; j < T; ++j)
         for (int64_t k = 0; k < d; ++k) {
-          kt[k * T + j] = base[j * ld + D + h * d + k];
-          vt[k * T + j] = base[j * ld + 2 * D + h * d + k];
+          vt[k * Tp + j] = base[j * ld + 2 * D + h * d + k];
+          kp[j * dp + k] = base[j * ld + D + h * d + k];
         }
       std::fill(dk.begin(), dk.end(), 0.f);
       std::fill(dv.begin(), dv.end(), 0.f);
-      for (int64_t i = 0; i < T; ++i) {
-        const float* qi = base + i * ld + h * d;
-        const float* doi = dout + (b * T + i) * D + h * d;
-        const float* oi = out + (b * T + i) * D + h * d;
-        const float li = lse[(b * H + h) * T + i];
-        float di = 0.f;
-        for (int64_t k = 0; k < d; ++k) di += doi[k] * oi[k];
-        std::fill(p.begin(), p.end(), 0.f);
-        std::fill(dp.begin(), dp.end(), 0.f);
-        for (int64_t k = 0; k < d; ++k) {
-          const float qk = qi[k] * scale, gk = doi[k];
-          const float* kr = kt.data() + k * T;
-          const float* vr = vt.data() + k * T;
+      for (int64_t r0 = 0; r0 < T; r0 += RB) {
+        const int64_t rows = std::min(RB, T - r0);
+        load_rows(base + r0 * ld + h * d, ld, rows, d, dp, 1.f, qa.data());
+        load_rows(dout + (b * T + r0) * D + h * d, D, rows, d, dp, 1.f, ga.data());
+        load_rows(out + (b * T + r0) * D + h * d, D, rows, d, dp, 1.f, oa.data());
+        // p = exp(scale q.K^T - lse); dp = dO . V^T; ds = p (dp - sum(dO o)) scale
+        rows_times_cols(qa.data(), dp, hp.kt.data(), Tp, d, 0, Tp, p.data(), Tp);
+        rows_times_cols(ga.data(), dp, vt.data(), Tp, d, 0, Tp, ds.data(), Tp);
+        for (int64_t r = 0; r < RB; ++r) {
+          float* pr = p.data() + r * Tp;
+          float* sr = ds.data() + r * Tp;
+          if (r >= rows) {
+            std::fill(pr, pr + Tp, 0.f);
+            std::fill(sr, sr + Tp, 0.f);
+            continue;
+          }
+          float di = 0.f;
+          for (int64_t k = 0; k < d; ++k) di += ga[r * dp + k] * oa[r * dp + k];
+          const float li = lse[(b * H + h) * T + r0 + r];
 #pragma omp simd
           for (int64_t j = 0; j < T; ++j) {
-            p[j] += qk * kr[j];
-            dp[j] += gk * vr[j];
+            pr[j] = exp_inline(pr[j] * scale - li);
+            sr[j] = pr[j] * (sr[j] - di) * scale;
           }
+          for (int64_t j = T; j < Tp; ++j) pr[j] = sr[j] = 0.f;
         }
-#pragma omp simd
-        for (int64_t j = 0; j < T; ++j) {
-          p[j] = exp_inline(p[j] - li);
-          dp[j] = p[j] * (dp[j] - di) * scale;  // dS, with the score scale folded in
-        }
+        cols_times_rows(p.data(), Tp, ga.data(), T, dp, dv.data());   // dV += p^T dO
+        cols_times_rows(ds.data(), Tp, qa.data(), T, dp, dk.data());  // dK += ds^T Q
         std::fill(dq.begin(), dq.end(), 0.f);
-        for (int64_t j = 0; j < T; ++j) {
-          const float pj = p[j], sj = dp[j];
-          const float* kj = base + j * ld + D + h * d;
-          float* dkj = dk.data() + j * d;
-          float* dvj = dv.data() + j * d;
-#pragma omp simd
-          for (int64_t k = 0; k < d; ++k) {
-            dq[k] += sj * kj[k];
-            dkj[k] += sj * qi[k];
-            dvj[k] += pj * doi[k];
-          }
-        }
-        float* dqi = dbase + i * ld + h * d;
-        for (int64_t k = 0; k < d; ++k) dqi[k] = dq[k];
+        rows_times_rows(ds.data(), Tp, kp.data(), T, dp, dq.data());  // dQ = ds K
+        for (int64_t r = 0; r < rows; ++r)
+          std::memcpy(dqkv + (b * T + r0 + r) * ld + h * d, dq.data() + r * dp, sizeof(float) * d);
       }
-      for (int64_t j = 0; j < T; ++j)
-        for (int64_t k = 0; k < d; ++k) {
-          dbase[j * ld + D + h * d + k] = dk[j * d + k];
-          dbase[j * ld + 2 * D + h * d + k] = dv[j * d + k];
-        }
+      float* dbase = dqkv + b * T * ld;
+      for (int64_t j = 0; j < T; ++j) {
+        std::memcpy(dbase + j * ld + D + h * d, dk.data() + j * dp, sizeof(float) * d);
+        std::memcpy(dbase + j * ld + 2 * D + h * d, dv.data() + j * dp, sizeof(float) * d);
+      }
     }
   }
 }

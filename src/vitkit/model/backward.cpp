@@ -3,6 +3,7 @@
 #include <cstring>
 
 #include "vitkit/core/error.h"
+#include "vitkit/core/profile.h"
 #include "vitkit/kernels/activations.h"
 #include "vitkit/kernels/attention.h"
 #include "vitkit/kernels/layernorm.h"
@@ -32,10 +33,18 @@ struct Ctx {
   const float* P(int idx) const { return m.params.ptr(idx); }
 };
 
+// LayerNorm backward (kernels/layernorm.h), profiled.
+void ln_backward(const float* dout, const float* x, const float* mean, const float* rstd, const float* w, float* dx,
+                 float* dw, float* db, int64_t N, int64_t D, bool accumulate) {
+  VK_PROF("bwd.layernorm");
+  kernels::layernorm_backward(dout, x, mean, rstd, w, dx, dw, db, N, D, accumulate);
+}
+
 // Linear backward through layer l: dY (rows, out), X (rows, in) -> dX (rows, in)
 // (overwritten, or added to when accumulate; skipped when null), dW, db accumulated.
 void linear_back(const Ctx& c, const Linear& l, const float* dY, const float* X, float* dX, int64_t rows,
                  bool accumulate = false) {
+  VK_PROF("bwd.linear");
   linear_backward(dY, X, c.m.W(l), dX, c.G(l.w), c.G(l.b), rows, l.in, l.out, accumulate);
 }
 
@@ -46,7 +55,10 @@ void mlp_back(const Ctx& c, int l, const float* d, const float* in, float* din, 
   const int64_t BT = c.a.batch() * c.m.cfg.tokens(), M = c.m.cfg.mlp_dim;
   float* dfc = c.w.dfc();
   linear_back(c, blk.fc2, d, c.a.fc1_act(l), dfc, BT);                      // dfc = d W2
-  kernels::act_backward(c.m.cfg.act, c.a.fc1(l), dfc, dfc, BT * M);          // dfc = act'(h) dfc
+  {
+    VK_PROF("bwd.act");
+    kernels::act_backward(c.m.cfg.act, c.a.fc1(l), dfc, dfc, BT * M);  // dfc = act'(h) dfc
+  }
   linear_back(c, blk.fc1, dfc, in, din, BT, accumulate);                    // din (+)= dfc W1
 }
 
@@ -57,7 +69,10 @@ void attn_back(const Ctx& c, int l, const float* d, const float* in, float* din,
   const ViTConfig& cfg = c.m.cfg;
   const int64_t B = c.a.batch(), T = cfg.tokens(), D = cfg.dim, BT = B * T;
   linear_back(c, blk.proj, d, c.a.att(l), c.w.datt(), BT);
-  kernels::attention_backward(c.w.datt(), c.a.qkv(l), c.a.att(l), c.a.lse(l), c.w.dqkv(), B, T, D, cfg.heads);
+  {
+    VK_PROF("bwd.attention");
+    kernels::attention_backward(c.w.datt(), c.a.qkv(l), c.a.att(l), c.a.lse(l), c.w.dqkv(), B, T, D, cfg.heads);
+  }
   linear_back(c, blk.qkv, c.w.dqkv(), in, din, BT, accumulate);
 }
 
@@ -69,11 +84,11 @@ void block_back_pre(const Ctx& c, int l) {
   float* dln = c.w.dln();
   // out = mid + mlp(ln2(mid)):  dmid = dout + ln2^T(mlp^T(dout))
   mlp_back(c, l, dres, c.a.ln2(l), dln, false);
-  kernels::layernorm_backward(dln, c.a.res1(l), c.a.ln2_mean(l), c.a.ln2_rstd(l), c.P(blk.ln2.w), dres,
+  ln_backward(dln, c.a.res1(l), c.a.ln2_mean(l), c.a.ln2_rstd(l), c.P(blk.ln2.w), dres,
                               c.G(blk.ln2.w), c.G(blk.ln2.b), BT, D, true);
   // mid = x + attn(ln1(x)):  dx = dmid + ln1^T(attn^T(dmid))
   attn_back(c, l, dres, c.a.ln1(l), dln, false);
-  kernels::layernorm_backward(dln, c.a.stream(l), c.a.ln1_mean(l), c.a.ln1_rstd(l), c.P(blk.ln1.w), dres,
+  ln_backward(dln, c.a.stream(l), c.a.ln1_mean(l), c.a.ln1_rstd(l), c.P(blk.ln1.w), dres,
                               c.G(blk.ln1.w), c.G(blk.ln1.b), BT, D, true);
 }
 
@@ -84,11 +99,11 @@ void block_back_post(const Ctx& c, int l) {
   float* dres = c.w.dres();
   float* ds = c.w.dtmp();
   // out = ln2(s2), s2 = mid + mlp(mid):  ds2 = ln2^T(dout); dmid = ds2 + mlp^T(ds2)
-  kernels::layernorm_backward(dres, c.a.res2(l), c.a.ln2_mean(l), c.a.ln2_rstd(l), c.P(blk.ln2.w), ds,
+  ln_backward(dres, c.a.res2(l), c.a.ln2_mean(l), c.a.ln2_rstd(l), c.P(blk.ln2.w), ds,
                               c.G(blk.ln2.w), c.G(blk.ln2.b), BT, D, false);
   mlp_back(c, l, ds, c.a.ln1(l), ds, true);
   // mid = ln1(s1), s1 = x + attn(x):  ds1 = ln1^T(dmid); dx = ds1 + attn^T(ds1)
-  kernels::layernorm_backward(ds, c.a.res1(l), c.a.ln1_mean(l), c.a.ln1_rstd(l), c.P(blk.ln1.w), dres,
+  ln_backward(ds, c.a.res1(l), c.a.ln1_mean(l), c.a.ln1_rstd(l), c.P(blk.ln1.w), dres,
                               c.G(blk.ln1.w), c.G(blk.ln1.b), BT, D, false);
   attn_back(c, l, dres, c.a.stream(l), dres, true);
 }
@@ -106,7 +121,7 @@ void vit_backward(const ViT& m, Acts& a, const float* dlogits, float* grads, Bac
   // pooling, final norm
   if (m.ln.w >= 0) {
     pool_backward(cfg.pool, w.dpooled(), w.dln(), B, T, D, cfg.class_token);
-    kernels::layernorm_backward(w.dln(), a.stream(cfg.depth), a.lnf_mean(), a.lnf_rstd(), c.P(m.ln.w), w.dres(),
+    ln_backward(w.dln(), a.stream(cfg.depth), a.lnf_mean(), a.lnf_rstd(), c.P(m.ln.w), w.dres(),
                                 c.G(m.ln.w), c.G(m.ln.b), BT, D, false);
   } else {
     pool_backward(cfg.pool, w.dpooled(), w.dres(), B, T, D, cfg.class_token);

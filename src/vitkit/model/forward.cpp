@@ -4,6 +4,7 @@
 #include <cstring>
 
 #include "vitkit/core/error.h"
+#include "vitkit/core/profile.h"
 #include "vitkit/kernels/activations.h"
 #include "vitkit/kernels/attention.h"
 #include "vitkit/kernels/layernorm.h"
@@ -53,7 +54,14 @@ void Acts::plan(const ViTConfig& c, int64_t B, bool train) {
 //   x (B,T,D) -> ln1 -> qkv (B,T,3D) -> attention (B,T,D) -> out_proj, + x = mid
 //   mid -> ln2 -> fc1 (B,T,M) -> act -> fc2 (B,T,D), + mid = out
 // Post-norm (nn.TransformerEncoderLayer): mid = ln1(x + attn(x)), out = ln2(mid + mlp(mid)).
-static void block_forward(const ViT& m, int l, Acts& a) {
+// linear_apply, shown to the hooks first.
+static void lin(const ViT& m, const ForwardHooks* hooks, const Linear& l, const float* X, float* Y, int64_t M,
+                kernels::Epilogue act = kernels::Epilogue::None, bool accumulate = false) {
+  if (hooks && hooks->on_linear) hooks->on_linear(l, X, M);
+  linear_apply(m, l, X, Y, M, act, accumulate);
+}
+
+static void block_forward(const ViT& m, int l, Acts& a, const ForwardHooks* hooks) {
   const ViTConfig& c = m.cfg;
   const Block& blk = m.blocks[l];
   const int64_t B = a.batch(), T = c.tokens(), D = c.dim, M = c.mlp_dim, BT = B * T;
@@ -65,23 +73,30 @@ static void block_forward(const ViT& m, int l, Acts& a) {
 
   const float* attn_in = x;
   if (pre) {
+    VK_PROF("fwd.layernorm");
     kernels::layernorm_forward(x, P(blk.ln1.w), P(blk.ln1.b), a.ln1(l), a.ln1_mean(l), a.ln1_rstd(l), BT, D, eps);
     attn_in = a.ln1(l);
   }
-  linear_apply(m, blk.qkv, attn_in, a.qkv(l), BT);
-  kernels::attention_forward(a.qkv(l), a.att(l), train ? a.lse(l) : nullptr, B, T, D, c.heads);
+  lin(m, hooks, blk.qkv, attn_in, a.qkv(l), BT);
+  {
+    VK_PROF("fwd.attention");
+    if (hooks && hooks->on_attention) hooks->on_attention(l, a.qkv(l), B);
+    kernels::attention_forward(a.qkv(l), a.att(l), train ? a.lse(l) : nullptr, B, T, D, c.heads);
+  }
 
   // mid = x + out_proj(att)   [post-norm: then mid = ln1(mid)]
   float* mid;
   if (train) {
     mid = a.res1(l);
-    linear_apply(m, blk.proj, a.att(l), mid, BT);
+    lin(m, hooks, blk.proj, a.att(l), mid, BT);
+    VK_PROF("fwd.add");
     add_forward(mid, x, mid, BT * D);
   } else {
     mid = x;
-    linear_apply(m, blk.proj, a.att(l), mid, BT, kernels::Epilogue::None, /*accumulate=*/true);
+    lin(m, hooks, blk.proj, a.att(l), mid, BT, kernels::Epilogue::None, /*accumulate=*/true);
   }
   if (!pre) {
+    VK_PROF("fwd.layernorm");
     float* dst = train ? a.ln1(l) : mid;
     kernels::layernorm_forward(mid, P(blk.ln1.w), P(blk.ln1.b), dst, a.ln1_mean(l), a.ln1_rstd(l), BT, D, eps);
     mid = dst;
@@ -90,53 +105,61 @@ static void block_forward(const ViT& m, int l, Acts& a) {
   // out = mid + fc2(act(fc1(ln2(mid))))   [post-norm: fc1 reads mid, then out = ln2(out)]
   const float* mlp_in = mid;
   if (pre) {
+    VK_PROF("fwd.layernorm");
     kernels::layernorm_forward(mid, P(blk.ln2.w), P(blk.ln2.b), a.ln2(l), a.ln2_mean(l), a.ln2_rstd(l), BT, D, eps);
     mlp_in = a.ln2(l);
   }
   if (train) {
-    linear_apply(m, blk.fc1, mlp_in, a.fc1(l), BT);
+    lin(m, hooks, blk.fc1, mlp_in, a.fc1(l), BT);
+    VK_PROF("fwd.act");
     kernels::act_forward(c.act, a.fc1(l), a.fc1_act(l), BT * M);
   } else {
     kernels::Epilogue e = c.act == Activation::Gelu       ? kernels::Epilogue::Gelu
                           : c.act == Activation::GeluTanh ? kernels::Epilogue::GeluTanh
                                                           : kernels::Epilogue::Relu;
-    linear_apply(m, blk.fc1, mlp_in, a.fc1(l), BT, e);
+    lin(m, hooks, blk.fc1, mlp_in, a.fc1(l), BT, e);
   }
   float* sum2 = train ? (pre ? out : a.res2(l)) : mid;
   if (train) {
-    linear_apply(m, blk.fc2, a.fc1_act(l), sum2, BT);
+    lin(m, hooks, blk.fc2, a.fc1_act(l), sum2, BT);
+    VK_PROF("fwd.add");
     add_forward(sum2, mid, sum2, BT * D);
   } else {
-    linear_apply(m, blk.fc2, a.fc1_act(l), sum2, BT, kernels::Epilogue::None, /*accumulate=*/true);
+    lin(m, hooks, blk.fc2, a.fc1_act(l), sum2, BT, kernels::Epilogue::None, /*accumulate=*/true);
   }
+  VK_PROF("fwd.layernorm");
   if (!pre)
     kernels::layernorm_forward(sum2, P(blk.ln2.w), P(blk.ln2.b), out, a.ln2_mean(l), a.ln2_rstd(l), BT, D, eps);
   else if (!train && out != sum2)
     std::memcpy(out, sum2, sizeof(float) * BT * D);
 }
 
-void vit_forward(const ViT& m, const float* images, int64_t B, Acts& a) {
+void vit_forward(const ViT& m, const float* images, int64_t B, Acts& a, const ForwardHooks* hooks) {
   const ViTConfig& c = m.cfg;
   check(a.batch() == B, "vit_forward: activations planned for batch ", a.batch(), ", called with ", B);
   const int64_t P = c.patches(), T = c.tokens(), D = c.dim, BT = B * T;
   // Patch embedding: (B,C,S,S) -> cols (B*P, K) -> emb (B*P, D)
-  im2col_forward(images, a.cols(), B, c.channels, c.image_size, c.patch);
-  linear_apply(m, m.patch, a.cols(), a.emb(), B * P);
+  {
+    VK_PROF("fwd.im2col");
+    im2col_forward(images, a.cols(), B, c.channels, c.image_size, c.patch);
+  }
+  lin(m, hooks, m.patch, a.cols(), a.emb(), B * P);
   // Tokens: stream(0) (B,T,D) = [class token; emb] + pos
   tokens_forward(a.emb(), m.cls >= 0 ? m.params.ptr(m.cls) : nullptr, m.params.ptr(m.pos), a.stream(0), B, P, D);
-  for (int l = 0; l < c.depth; ++l) block_forward(m, l, a);
+  for (int l = 0; l < c.depth; ++l) block_forward(m, l, a, hooks);
   // Final norm (B,T,D), pooling (B,D), head (B,classes)
   const float* enc = a.stream(c.depth);
   if (m.ln.w >= 0) {
+    VK_PROF("fwd.layernorm");
     kernels::layernorm_forward(enc, m.params.ptr(m.ln.w), m.params.ptr(m.ln.b), a.lnf(), a.lnf_mean(), a.lnf_rstd(),
                                BT, D, c.norm_eps);
     enc = a.lnf();
   }
   pool_forward(c.pool, enc, a.pooled(), B, T, D, c.class_token);
-  linear_apply(m, m.head, a.pooled(), a.logits(), B);
+  lin(m, hooks, m.head, a.pooled(), a.logits(), B);
 }
 
-Tensor vit_predict(const ViT& m, const Tensor& images, int64_t max_batch) {
+Tensor vit_predict(const ViT& m, const Tensor& images, int64_t max_batch, const ForwardHooks* hooks) {
   const ViTConfig& c = m.cfg;
   check(images.ndim() == 4 && images.dim(1) == c.channels && images.dim(2) == c.image_size &&
             images.dim(3) == c.image_size,
@@ -151,7 +174,7 @@ Tensor vit_predict(const ViT& m, const Tensor& images, int64_t max_batch) {
   for (int64_t i = 0; i < N; i += max_batch) {
     const int64_t b = std::min(max_batch, N - i);
     acts.plan(c, b, false);
-    vit_forward(m, images.f32() + i * per_image, b, acts);
+    vit_forward(m, images.f32() + i * per_image, b, acts, hooks);
     std::memcpy(logits.f32() + i * c.classes, acts.logits(), sizeof(float) * b * c.classes);
   }
   return logits;

@@ -2,6 +2,7 @@
 // activation the backward pass needs).
 #pragma once
 #include <cstdint>
+#include <functional>
 
 #include "vitkit/core/tensor.h"
 #include "vitkit/model/vit.h"
@@ -57,12 +58,20 @@ class Acts {
       lnf_, lnfm_, lnfr_, pooled_, logits_;
 };
 
+// Observers of a forward pass (analysis: activation statistics, reuse counts,
+// calibration). on_linear sees each linear layer's input X (rows, l.in) just
+// before the layer runs; on_attention sees each block's packed qkv (B, T, 3D).
+struct ForwardHooks {
+  std::function<void(const Linear& l, const float* X, int64_t rows)> on_linear;
+  std::function<void(int block, const float* qkv, int64_t B)> on_attention;
+};
+
 // Runs the model on images (B, C, S, S), already preprocessed. The logits
 // (B, classes) are in acts.logits(). acts must be planned for B.
-void vit_forward(const ViT& m, const float* images, int64_t B, Acts& acts);
+void vit_forward(const ViT& m, const float* images, int64_t B, Acts& acts, const ForwardHooks* hooks = nullptr);
 
 // Convenience: logits (B, classes) for images (B, C, S, S), processed in
 // chunks of at most max_batch images (0: a chunk size that bounds memory).
-Tensor vit_predict(const ViT& m, const Tensor& images, int64_t max_batch = 0);
+Tensor vit_predict(const ViT& m, const Tensor& images, int64_t max_batch = 0, const ForwardHooks* hooks = nullptr);
 
 }  // namespace vitkit

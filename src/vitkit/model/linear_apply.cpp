@@ -1,9 +1,24 @@
 #include "vitkit/model/linear_apply.h"
 
+#include "vitkit/core/profile.h"
+
 namespace vitkit {
+
+static const char* prof_name(LayerKind k) {
+  switch (k) {
+    case LayerKind::Patch: return "fwd.linear.patch";
+    case LayerKind::Qkv: return "fwd.linear.qkv";
+    case LayerKind::Proj: return "fwd.linear.out_proj";
+    case LayerKind::Fc1: return "fwd.linear.fc1";
+    case LayerKind::Fc2: return "fwd.linear.fc2";
+    case LayerKind::Head: return "fwd.linear.head";
+  }
+  return "fwd.linear";
+}
 
 void linear_apply(const ViT& m, const Linear& l, const float* X, float* Y, int64_t M, kernels::Epilogue act,
                   bool accumulate) {
+  VK_PROF(prof_name(l.kind));
   if (l.repr) {
     l.repr->forward(X, Y, M, m.B(l), act, accumulate);
     return;

@@ -10,6 +10,7 @@
 #include "vitkit/analyze/evaluate.h"
 #include "vitkit/core/error.h"
 #include "vitkit/core/file.h"
+#include "vitkit/core/profile.h"
 #include "vitkit/core/progress.h"
 #include "vitkit/core/rng.h"
 #include "vitkit/io/dataset.h"
@@ -179,13 +180,16 @@ void Trainer::train_epoch(int epoch) {
   float lr = 0;
   for (int64_t s = 0; s < steps; ++s) {
     const int64_t i0 = s * cfg_.batch, B = std::min<int64_t>(cfg_.batch, N - i0);
-    for (int64_t b = 0; b < B; ++b) {
-      const int64_t idx = order[i0 + b];
-      std::memcpy(gathered.f32() + b * per, tr.images.f32() + idx * per, sizeof(float) * per);
-      labels[b] = tr.labels[idx];
-      ids[b] = idx;
+    {
+      VK_PROF("train.batch");
+      for (int64_t b = 0; b < B; ++b) {
+        const int64_t idx = order[i0 + b];
+        std::memcpy(gathered.f32() + b * per, tr.images.f32() + idx * per, sizeof(float) * per);
+        labels[b] = tr.labels[idx];
+        ids[b] = idx;
+      }
+      augment_batch(gathered.f32(), o.batch.f32(), B, C, S, aug, cfg_.seed * 7919ull + uint64_t(epoch), ids.data());
     }
-    augment_batch(gathered.f32(), o.batch.f32(), B, C, S, aug, cfg_.seed * 7919ull + uint64_t(epoch), ids.data());
     o.acts.plan(mc, B, true);
     vit_forward(*model_, o.batch.f32(), B, o.acts);
     int64_t correct = 0;
@@ -201,9 +205,12 @@ void Trainer::train_epoch(int epoch) {
     }
     std::memset(o.grads.f32(), 0, sizeof(float) * o.grads.numel());
     vit_backward(*model_, o.acts, dlogits.data(), o.grads.f32(), o.work);
-    if (cfg_.clip_grad > 0) clip_grad_norm(model_->params, o.grads.f32(), cfg_.clip_grad);
-    lr = o.sched.at(step_);
-    o.adamw.step(model_->params, o.grads.f32(), lr);
+    {
+      VK_PROF("train.optimizer");
+      if (cfg_.clip_grad > 0) clip_grad_norm(model_->params, o.grads.f32(), cfg_.clip_grad);
+      lr = o.sched.at(step_);
+      o.adamw.step(model_->params, o.grads.f32(), lr);
+    }
     ++step_;
     check(std::isfinite(loss), "training diverged: loss is ", loss, " at epoch ", epoch, " step ", s + 1,
           " (lower the learning rate or enable clip_grad)");
