@@ -1,0 +1,55 @@
+#include "vitkit/compress/bf16.h"
+
+#include <cpuid.h>
+
+#include <vector>
+
+#include "vitkit/core/tensor.h"
+#include "vitkit/core/threads.h"
+#include "vitkit/kernels/gemm.h"
+#include "vitkit/model/linear_apply.h"
+
+namespace vitkit {
+
+namespace {
+
+// W (out, in) as bf16; X converted per call into a per-thread-safe scratch.
+class Bf16Linear : public LinearRepr {
+ public:
+  Bf16Linear(const float* w, int in, int out) : in_(in), out_(out), w_(size_t(in) * out) {
+    convert_from_f32(DType::BF16, w, w_.data(), w_.size());
+  }
+  std::string kind() const override { return "bf16"; }
+  void forward(const float* X, float* Y, int64_t M, const float* bias, kernels::Epilogue act,
+               bool accumulate) const override {
+    std::vector<uint16_t> xb(static_cast<size_t>(M) * in_);
+    const int64_t n = M * in_;
+    uint16_t* xp = xb.data();
+    int nt = num_threads();
+#pragma omp parallel for simd num_threads(nt) if (n > 65536)
+    for (int64_t i = 0; i < n; ++i) xp[i] = float_to_bf16(X[i]);
+    kernels::gemm_bf16(false, true, M, out_, in_, 1.f, xb.data(), in_, w_.data(), in_, accumulate ? 1.f : 0.f, Y, out_,
+                       bias, act);
+  }
+
+ private:
+  int in_, out_;
+  std::vector<uint16_t> w_;
+};
+
+}  // namespace
+
+void convert_linears_to_bf16(ViT& m) {
+  for (Linear* l : m.linears()) l->repr = std::make_shared<Bf16Linear>(m.W(*l), l->in, l->out);
+}
+
+bool cpu_has_native_bf16() {
+  unsigned a, b, c, d;
+  if (!__get_cpuid_count(7, 1, &a, &b, &c, &d)) return false;
+  const bool avx512_bf16 = a & (1u << 5);
+  if (!__get_cpuid_count(7, 0, &a, &b, &c, &d)) return avx512_bf16;
+  const bool amx_bf16 = d & (1u << 22);
+  return avx512_bf16 || amx_bf16;
+}
+
+}  // namespace vitkit
