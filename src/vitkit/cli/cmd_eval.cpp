@@ -5,6 +5,7 @@
 #include "commands.h"
 #include "common.h"
 #include "vitkit/analyze/evaluate.h"
+#include "vitkit/compress/bf16.h"
 #include "vitkit/core/error.h"
 #include "vitkit/core/threads.h"
 #include "vitkit/io/dataset.h"
@@ -15,7 +16,7 @@ namespace vitkit::cli {
 namespace {
 
 struct EvalOpts {
-  std::string model, data, split = "test";
+  std::string model, data, split = "test", precision = "fp32";
   int64_t limit = 0, batch = 256;
   LoadOptions load;
   CommonOpts common;
@@ -43,8 +44,9 @@ void run_eval(const EvalOpts& o) {
   apply_common(o.common);
   if (o.batch < 1) throw UsageError("--batch must be >= 1");
   auto model = load_model(o.model, o.load);
+  if (o.precision == "bf16") convert_linears_to_bf16(*model);
   auto ds = open_dataset(o.data, o.split);
-  if (!o.common.quiet) std::fprintf(stderr, "data: %s\n", ds->describe().c_str());
+  if (!o.common.quiet) std::fprintf(stderr, "data: %s\nprecision: %s\n", ds->describe().c_str(), o.precision.c_str());
   EvalResult r = evaluate_dataset(*model, *ds, o.limit, o.batch, !o.common.quiet);
   if (o.common.json) {
     nlohmann::json j = r.to_json();
@@ -52,6 +54,7 @@ void run_eval(const EvalOpts& o) {
     j["data"] = ds->describe();
     j["split"] = o.split;
     j["threads"] = num_threads();
+    j["precision"] = o.precision;
     print_json(j);
   } else {
     print_eval(r);
@@ -69,6 +72,8 @@ void register_eval(CLI::App& app) {
   cmd->add_option("--split", o->split, "train or test")->check(CLI::IsMember({"train", "test"}));
   cmd->add_option("--limit", o->limit, "Only the first N images")->check(CLI::NonNegativeNumber);
   cmd->add_option("--batch", o->batch, "Images per forward pass");
+  cmd->add_option("--precision", o->precision, "fp32, or bf16: linear layers in bf16 (fp32 accumulation)")
+      ->check(CLI::IsMember({"fp32", "bf16"}));
   add_model_opts(cmd, o->load);
   add_common(cmd, o->common);
   cmd->callback([o] { run_eval(*o); });

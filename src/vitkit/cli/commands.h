@@ -8,5 +8,6 @@ void register_info(CLI::App& app);
 void register_eval(CLI::App& app);
 void register_predict(CLI::App& app);
 void register_import(CLI::App& app);
+void register_bench(CLI::App& app);
 
 }  // namespace vitkit::cli

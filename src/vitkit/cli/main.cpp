@@ -15,6 +15,7 @@ int main(int argc, char** argv) {
   vitkit::cli::register_eval(app);
   vitkit::cli::register_predict(app);
   vitkit::cli::register_import(app);
+  vitkit::cli::register_bench(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {

@@ -1,0 +1,477 @@
+#include "vitkit/analyze/bench.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <fstream>
+#include <memory>
+
+#include "vitkit/analyze/ceiling.h"
+#include "vitkit/analyze/macs.h"
+#include "vitkit/analyze/memory.h"
+#include "vitkit/compress/bf16.h"
+#include "vitkit/core/error.h"
+#include "vitkit/core/rng.h"
+#include "vitkit/core/tensor.h"
+#include "vitkit/core/threads.h"
+#include "vitkit/model/backward.h"
+#include "vitkit/model/forward.h"
+#include "vitkit/train/adamw.h"
+#include "vitkit/train/losses.h"
+
+namespace vitkit {
+
+// ---- precisions ------------------------------------------------------------
+
+namespace {
+
+// Every precision the benchmark knows, in one place. To add one (int8): a row
+// with a function that gives a model that representation.
+struct PrecisionSpec {
+  const char* name;
+  bool trainable;
+  void (*convert)(ViT&);  // null: the model as loaded
+};
+
+const std::vector<PrecisionSpec>& precision_table() {
+  static const std::vector<PrecisionSpec> t = {
+      {"fp32", true, nullptr},
+      {"bf16", false, convert_linears_to_bf16},
+  };
+  return t;
+}
+
+const PrecisionSpec* find_precision(const std::string& p) {
+  for (const auto& s : precision_table())
+    if (p == s.name) return &s;
+  return nullptr;
+}
+
+}  // namespace
+
+std::vector<std::string> bench_precisions() {
+  std::vector<std::string> v;
+  for (const auto& s : precision_table()) v.push_back(s.name);
+  return v;
+}
+
+void check_bench_precision(const std::string& p, bool train, const std::string& flag) {
+  const PrecisionSpec* s = find_precision(p);
+  if (!s) {
+    std::string names;
+    for (auto& n : bench_precisions()) names += (names.empty() ? "" : ", ") + n;
+    throw UsageError(cat(flag, ": unknown precision '", p, "' (", names, ")"));
+  }
+  if (train && !s->trainable) throw UsageError(cat(flag, ": ", p, " cannot be trained; --train runs fp32"));
+}
+
+// ---- statistics and output -------------------------------------------------
+
+Stats summarize(std::vector<double> v) {
+  Stats s;
+  if (v.empty()) return s;
+  std::sort(v.begin(), v.end());
+  const size_t n = v.size();
+  s.median = n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+  s.min = v.front();
+  s.max = v.back();
+  return s;
+}
+
+nlohmann::json BenchRow::to_json() const {
+  nlohmann::json times = nlohmann::json::array();
+  for (double s : seconds) times.push_back(s * 1e3);
+  nlohmann::json j{{"model", model},
+                   {"arch", arch},
+                   {"mode", mode},
+                   {"precision", precision},
+                   {"batch", batch},
+                   {"threads", threads},
+                   {"reps", reps},
+                   {"warmup", warmup},
+                   {"median_ms", median_ms},
+                   {"min_ms", min_ms},
+                   {"max_ms", max_ms},
+                   {"images_per_s", images_per_s},
+                   {"gflops", gflops},
+                   {"ceiling_gflops", ceiling_gflops},
+                   {"ceiling_fraction", ceiling_fraction},
+                   {"peak_rss_mib", peak_rss_mib},
+                   {"times_ms", times}};
+  if (!profile.empty()) {
+    nlohmann::json p = nlohmann::json::array();
+    for (auto& e : profile) p.push_back({{"op", e.name}, {"ms_per_rep", e.seconds * 1e3}, {"calls_per_rep", e.calls}});
+    j["profile"] = p;
+  }
+  return j;
+}
+
+nlohmann::json MachineInfo::to_json() const {
+  nlohmann::json c = nlohmann::json::object();
+  for (auto& [t, g] : ceiling_gflops) c[std::to_string(t)] = g;
+  return {{"cpu", cpu},
+          {"cores", cores},
+          {"native_bf16", native_bf16},
+          {"load_avg", {load[0], load[1], load[2]}},
+          {"ceiling_isa", ceiling_isa},
+          {"ceiling_gflops", c},
+          {"rss_resettable", rss_resettable}};
+}
+
+nlohmann::json BenchReport::to_json() const {
+  nlohmann::json r = nlohmann::json::array();
+  for (auto& row : rows) r.push_back(row.to_json());
+  return {{"vitkit_version", VITKIT_VERSION},
+          {"model", model},
+          {"arch", arch},
+          {"params", params},
+          {"macs_per_image", macs_per_image},
+          {"flops_per_image", flops_per_image},
+          {"machine", machine.to_json()},
+          {"rows", r}};
+}
+
+Table BenchReport::table() const {
+  Table t({"model", "mode", "precision", "batch", "threads", "median ms", "min ms", "max ms", "images/s", "GFLOP/s",
+           "of ceiling", "peak RSS MiB"});
+  t.right_align({3, 4, 5, 6, 7, 8, 9, 10, 11});
+  for (auto& r : rows) {
+    const int dec = r.median_ms < 10 ? 3 : r.median_ms < 1000 ? 2 : 1;
+    t.add({r.model, r.mode, r.precision, std::to_string(r.batch), std::to_string(r.threads),
+           fmt_fixed(r.median_ms, dec), fmt_fixed(r.min_ms, dec), fmt_fixed(r.max_ms, dec),
+           fmt_fixed(r.images_per_s, r.images_per_s < 100 ? 2 : 1), fmt_fixed(r.gflops, 1),
+           fmt_fixed(100 * r.ceiling_fraction, 1) + "%", r.peak_rss_mib < 0 ? "-" : fmt_fixed(r.peak_rss_mib, 1)});
+  }
+  return t;
+}
+
+std::string BenchReport::header() const {
+  std::string s = cat("model: ", model, " (", arch, ": ", fmt_fixed(params / 1e6, 2), " M parameters, ",
+                      fmt_fixed(macs_per_image / 1e9, 3), " GMAC per image)\n");
+  s += cat("cpu: ", machine.cpu, ", ", machine.cores, " cores, native bf16: ", machine.native_bf16 ? "yes" : "no",
+           "; load average ", fmt_fixed(machine.load[0], 2), " ", fmt_fixed(machine.load[1], 2), " ",
+           fmt_fixed(machine.load[2], 2), "\n");
+  s += cat("fp32 ceiling (", machine.ceiling_isa, " FMA micro-benchmark):");
+  bool first = true;
+  for (auto& [t, g] : machine.ceiling_gflops) {
+    s += cat(first ? " " : ", ", t, t == 1 ? " thread " : " threads ", fmt_fixed(g, 1), " GFLOP/s");
+    first = false;
+  }
+  s += "\n";
+  if (!machine.rss_resettable) s += "peak RSS: cannot be reset here, so each peak is the process's so far\n";
+  return s;
+}
+
+Table profile_table(const BenchRow& r) {
+  double total = 0;
+  for (auto& e : r.profile) total += e.seconds;
+  Table t({"op", "ms/rep", "share", "calls/rep"});
+  t.right_align({1, 2, 3});
+  for (auto& e : r.profile)
+    t.add({e.name, fmt_fixed(e.seconds * 1e3, 3), fmt_fixed(total > 0 ? 100 * e.seconds / total : 0, 1) + "%",
+           std::to_string(e.calls)});
+  t.add({"total", fmt_fixed(total * 1e3, 3), "100.0%", ""});
+  return t;
+}
+
+// ---- machine ---------------------------------------------------------------
+
+namespace {
+
+std::string cpu_model_name() {
+  std::ifstream f("/proc/cpuinfo");
+  std::string line;
+  while (std::getline(f, line)) {
+    if (line.rfind("model name", 0) != 0) continue;
+    auto colon = line.find(':');
+    if (colon == std::string::npos) break;
+    auto start = line.find_first_not_of(" \t", colon + 1);
+    return start == std::string::npos ? "unknown" : line.substr(start);
+  }
+  return "unknown";
+}
+
+void read_loadavg(double out[3]) {
+  std::FILE* f = std::fopen("/proc/loadavg", "r");
+  if (!f) return;
+  if (std::fscanf(f, "%lf %lf %lf", &out[0], &out[1], &out[2]) != 3) out[0] = out[1] = out[2] = 0;
+  std::fclose(f);
+}
+
+}  // namespace
+
+MachineInfo machine_info(const std::vector<int>& threads, double ceiling_seconds) {
+  MachineInfo m;
+  m.cpu = cpu_model_name();
+  m.cores = hardware_threads();
+  m.native_bf16 = cpu_has_native_bf16();
+  read_loadavg(m.load);
+  m.ceiling_isa = ceiling_isa();
+  for (int t : threads)
+    if (!m.ceiling_gflops.count(t)) m.ceiling_gflops[t] = measure_fp32_ceiling(t, ceiling_seconds);
+  m.rss_resettable = peak_rss_resettable();
+  return m;
+}
+
+// ---- the sweep -------------------------------------------------------------
+
+namespace {
+
+double now_s() {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
+
+// Shared by every training row: gradients and the optimizer state of the model.
+struct TrainShared {
+  Tensor grads;
+  std::unique_ptr<AdamW> adamw;
+};
+
+// What one row needs to run a step: its model, random images (and labels), and
+// the activations planned for its batch.
+struct RowState {
+  const ViT* model = nullptr;
+  Tensor images;
+  std::vector<int> labels;
+  std::vector<float> dlogits;
+  Acts acts;
+  BackWork work;
+};
+
+std::unique_ptr<RowState> make_state(const ViT& m, int64_t B, bool train, uint64_t seed) {
+  auto s = std::make_unique<RowState>();
+  s->model = &m;
+  const ViTConfig& c = m.cfg;
+  s->images = Tensor::empty({B, c.channels, c.image_size, c.image_size});
+  Rng rng(seed);
+  float* x = s->images.f32();
+  for (int64_t i = 0; i < s->images.numel(); ++i) x[i] = rng.normal();
+  s->acts.plan(c, B, train);
+  if (train) {
+    s->labels.resize(size_t(B));
+    for (auto& l : s->labels) l = int(rng.below(uint64_t(c.classes)));
+    s->dlogits.resize(size_t(B) * c.classes);
+    s->work.plan(c, B);
+  }
+  return s;
+}
+
+void infer_step(RowState& s) { vit_forward(*s.model, s.images.f32(), s.acts.batch(), s.acts); }
+
+// One optimizer step as a training loop runs it (without data loading): forward,
+// loss, zeroed gradients, backward, AdamW. `model` is the mutable s.model.
+void train_step(RowState& s, ViT& model, TrainShared& t) {
+  const int64_t B = s.acts.batch(), C = model.cfg.classes;
+  vit_forward(model, s.images.f32(), B, s.acts);
+  {
+    VK_PROF("train.loss");
+    cross_entropy_forward_backward(s.acts.logits(), s.labels.data(), B, C, 0.f, s.dlogits.data());
+  }
+  {
+    VK_PROF("train.zero_grad");
+    std::memset(t.grads.f32(), 0, sizeof(float) * size_t(t.grads.numel()));
+  }
+  vit_backward(model, s.acts, s.dlogits.data(), t.grads.f32(), s.work);
+  VK_PROF("train.optimizer");
+  t.adamw->step(model.params, t.grads.f32(), 1e-4f);
+}
+
+class Sweep {
+ public:
+  Sweep(ViT& model, const std::string& label, const BenchOptions& o) : base_(model), o_(o) {
+    report_.model = label;
+    report_.arch = model.cfg.name;
+    report_.params = model.params.count();
+    report_.macs_per_image = total_macs(model.cfg);
+    report_.flops_per_image = (o.train ? 6.0 : 2.0) * double(report_.macs_per_image);
+    if (o.train) {
+      train_.grads = model.params.zeros_like();
+      train_.adamw = std::make_unique<AdamW>(model.params, AdamWConfig{});
+    }
+  }
+
+  BenchReport run() {
+    make_rows();
+    report_.machine = machine_info(threads_list(), o_.ceiling_seconds);
+    time_rows();
+    if (o_.memory) measure_memory();
+    finish_rows();
+    return std::move(report_);
+  }
+
+ private:
+  std::vector<int> threads_list() const {
+    return o_.threads.empty() ? std::vector<int>{hardware_threads()} : o_.threads;
+  }
+
+  void make_rows() {
+    for (auto& p : o_.precisions)
+      for (int64_t b : o_.batches)
+        for (int t : threads_list()) {
+          BenchRow r;
+          r.model = report_.model;
+          r.arch = report_.arch;
+          r.mode = o_.train ? "train" : "infer";
+          r.precision = p;
+          r.batch = b;
+          r.threads = t;
+          r.reps = o_.reps;
+          r.warmup = o_.warmup;
+          report_.rows.push_back(r);
+        }
+  }
+
+  // The model in precision p, built once (fp32: the model itself).
+  const ViT& variant(const std::string& p) {
+    const PrecisionSpec* s = find_precision(p);
+    check(s != nullptr, "bench: unknown precision '", p, "'");
+    if (!s->convert) return base_;
+    auto& v = variants_[p];
+    if (!v) {
+      v = base_.clone();
+      s->convert(*v);
+    }
+    return *v;
+  }
+
+  void say(const std::string& line) const {
+    if (o_.progress) o_.progress(line);
+  }
+
+  // One step of row i, timed; the profile of the step goes to profs_[i].
+  double step(size_t i, RowState& s) {
+    set_num_threads(report_.rows[i].threads);
+    if (profiling_) prof::reset();
+    const double t0 = now_s();
+    if (o_.train)
+      train_step(s, base_, train_);
+    else
+      infer_step(s);
+    const double dt = now_s() - t0;
+    if (profiling_) add_profile(i, dt);
+    return dt;
+  }
+
+  void add_profile(size_t i, double dt) {
+    auto& acc = profs_[i];
+    double covered = 0;
+    for (auto& e : prof::report()) {
+      auto& a = acc[e.name];
+      a.name = e.name;
+      a.seconds += e.seconds;
+      a.calls += e.calls;
+      covered += e.seconds;
+    }
+    auto& other = acc["other"];
+    other.name = "other";
+    other.seconds += std::max(0.0, dt - covered);
+    other.calls += 1;
+  }
+
+  // Warmup, then reps rounds; each round runs every row once (A B C A B C ...).
+  void time_rows() {
+    const size_t n = report_.rows.size();
+    std::vector<std::unique_ptr<RowState>> states(n);
+    for (size_t i = 0; i < n; ++i) {
+      const BenchRow& r = report_.rows[i];
+      states[i] = make_state(variant(r.precision), r.batch, o_.train, o_.seed + i);
+    }
+    const bool was_on = prof::enabled();
+    prof::set_enabled(false);
+    for (int w = 0; w < o_.warmup; ++w) {
+      say(cat("warmup ", w + 1, "/", o_.warmup));
+      for (size_t i = 0; i < n; ++i) step(i, *states[i]);
+    }
+    profs_.assign(n, {});
+    profiling_ = o_.profile;
+    prof::set_enabled(profiling_);
+    for (int rep = 0; rep < o_.reps; ++rep) {
+      say(cat("rep ", rep + 1, "/", o_.reps));
+      for (size_t i = 0; i < n; ++i) report_.rows[i].seconds.push_back(step(i, *states[i]));
+    }
+    profiling_ = false;
+    prof::set_enabled(was_on);
+  }
+
+  // Each row alone: the other rows' buffers freed, the high-water mark reset,
+  // one step. The models in use stay resident and count.
+  void measure_memory() {
+    const size_t n = report_.rows.size();
+    std::vector<size_t> order(n);
+    for (size_t i = 0; i < n; ++i) order[i] = i;
+    std::stable_sort(order.begin(), order.end(),
+                     [&](size_t a, size_t b) { return report_.rows[a].precision < report_.rows[b].precision; });
+    const bool was_on = prof::enabled();
+    prof::set_enabled(false);
+    for (size_t i : order) {
+      BenchRow& r = report_.rows[i];
+      say(cat("peak memory: ", r.precision, " batch ", r.batch, " threads ", r.threads));
+      drop_variants_except(r.precision);
+      release_free_memory();
+      reset_peak_rss();
+      {
+        auto s = make_state(variant(r.precision), r.batch, o_.train, o_.seed + i);
+        step(i, *s);
+      }
+      r.peak_rss_mib = double(peak_rss_bytes()) / (1024.0 * 1024.0);
+    }
+    prof::set_enabled(was_on);
+  }
+
+  void drop_variants_except(const std::string& p) {
+    for (auto it = variants_.begin(); it != variants_.end();)
+      it = it->first == p ? std::next(it) : variants_.erase(it);
+  }
+
+  void finish_rows() {
+    for (size_t i = 0; i < report_.rows.size(); ++i) {
+      BenchRow& r = report_.rows[i];
+      const Stats st = summarize(r.seconds);
+      r.median_ms = st.median * 1e3;
+      r.min_ms = st.min * 1e3;
+      r.max_ms = st.max * 1e3;
+      r.images_per_s = st.median > 0 ? double(r.batch) / st.median : 0;
+      r.gflops = st.median > 0 ? report_.flops_per_image * double(r.batch) / st.median * 1e-9 : 0;
+      r.ceiling_gflops = report_.machine.ceiling_gflops[r.threads];
+      r.ceiling_fraction = r.ceiling_gflops > 0 ? r.gflops / r.ceiling_gflops : 0;
+      if (o_.profile) r.profile = mean_profile(profs_[i], r.reps);
+    }
+  }
+
+  static std::vector<prof::Entry> mean_profile(const std::map<std::string, prof::Entry>& acc, int reps) {
+    std::vector<prof::Entry> v;
+    for (auto& [name, e] : acc) v.push_back({name, e.seconds / reps, e.calls / reps});
+    std::sort(v.begin(), v.end(), [](const prof::Entry& a, const prof::Entry& b) { return a.seconds > b.seconds; });
+    return v;
+  }
+
+  ViT& base_;
+  const BenchOptions& o_;
+  BenchReport report_;
+  TrainShared train_;
+  std::map<std::string, std::unique_ptr<ViT>> variants_;
+  std::vector<std::map<std::string, prof::Entry>> profs_;
+  bool profiling_ = false;  // the timed reps record a per-op profile
+};
+
+void check_options(const BenchOptions& o) {
+  check(o.reps >= 1, "bench: reps must be >= 1");
+  check(o.warmup >= 0, "bench: warmup must be >= 0");
+  check(!o.batches.empty() && !o.precisions.empty(), "bench: no batch sizes or precisions");
+  for (int64_t b : o.batches) check(b >= 1, "bench: batch sizes must be >= 1, got ", b);
+  for (int t : o.threads) check(t >= 1, "bench: thread counts must be >= 1, got ", t);
+  for (auto& p : o.precisions) check_bench_precision(p, o.train, "precision");
+}
+
+}  // namespace
+
+BenchReport run_bench(ViT& model, const std::string& label, const BenchOptions& o) {
+  check_options(o);
+  const int saved_threads = num_threads();
+  BenchReport r = Sweep(model, label, o).run();
+  set_num_threads(saved_threads);
+  return r;
+}
+
+}  // namespace vitkit
