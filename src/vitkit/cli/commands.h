@@ -9,5 +9,7 @@ void register_eval(CLI::App& app);
 void register_predict(CLI::App& app);
 void register_import(CLI::App& app);
 void register_bench(CLI::App& app);
+void register_compress(CLI::App& app);
+void register_analyze(CLI::App& app);
 
 }  // namespace vitkit::cli

@@ -16,6 +16,8 @@ int main(int argc, char** argv) {
   vitkit::cli::register_predict(app);
   vitkit::cli::register_import(app);
   vitkit::cli::register_bench(app);
+  vitkit::cli::register_compress(app);
+  vitkit::cli::register_analyze(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {

@@ -8,6 +8,7 @@
 
 #include "vitkit/core/error.h"
 #include "vitkit/core/file.h"
+#include "vitkit/io/jpeg.h"
 
 namespace vitkit {
 
@@ -15,10 +16,13 @@ namespace {
 constexpr int64_t kMaxPixels = int64_t(1) << 26;  // 67M pixels (8192 x 8192): beyond that a file is suspect
 }
 
-// Encoded bytes -> Image (HWC uint8). Source components 1/2 decode to 1 channel,
-// 3/4 to 3 (stb drops the alpha channel when asked for fewer components).
+// Encoded bytes -> Image (HWC uint8). JPEG (by its SOI marker, whatever the file
+// is called) goes to libjpeg, as in PIL; everything else to stb_image, where
+// source components 1/2 decode to 1 channel, 3/4 to 3 (stb drops the alpha
+// channel when asked for fewer components).
 Image decode_image_memory(const uint8_t* data, size_t size, const std::string& name) {
   check(size > 0, name, ": cannot decode image: the file is empty");
+  if (is_jpeg(data, size)) return decode_jpeg(data, size, name);
   check(size <= size_t(INT_MAX), name, ": cannot decode image: file larger than 2 GiB");
   const int len = static_cast<int>(size);
   int w = 0, h = 0, comp = 0;

@@ -1,5 +1,5 @@
-// Decoded 8-bit images (HWC, row-major) and decoding of JPEG, PNG, BMP, PPM/PGM
-// files with stb_image.
+// Decoded 8-bit images (HWC, row-major) and decoding of image files: JPEG with
+// libjpeg as PIL decodes it (io/jpeg.h), PNG, BMP, PPM/PGM with stb_image.
 #pragma once
 #include <cstddef>
 #include <cstdint>

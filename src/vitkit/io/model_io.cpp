@@ -3,6 +3,7 @@
 #include <cmath>
 #include <set>
 
+#include "vitkit/compress/pass.h"
 #include "vitkit/core/error.h"
 #include "vitkit/core/file.h"
 #include "vitkit/core/rng.h"
@@ -143,6 +144,7 @@ std::unique_ptr<ViT> load_model(const std::string& spec, const LoadOptions& opt)
   load_weights(*m, r, opt.strict);
   for (auto& [k, v] : r.metadata())
     if (k.rfind("vitkit.", 0) != 0) m->extra_metadata[k] = v;
+  restore_compression_metadata(*m, r.metadata(), spec);  // vitkit.compression: rebuild LinearReprs
   return m;
 }
 
@@ -164,6 +166,7 @@ void save_model(const ViT& m, const std::string& path, DType dtype) {
   }
   std::map<std::string, std::string> md;
   for (auto& [k, v] : m.extra_metadata.items()) md[k] = v.is_string() ? v.get<std::string>() : v.dump();
+  if (auto log = compression_log(m); !log.empty()) md[kCompressionKey] = log.dump();
   nlohmann::json cj = config_to_json(m.cfg);
   md["vitkit.preprocess"] = cj["preprocess"].dump();
   cj.erase("preprocess");

@@ -1,5 +1,7 @@
 #include "vitkit/kernels/gemm.h"
 
+#include <omp.h>
+
 #include <dnnl.hpp>
 #include <map>
 #include <mutex>
@@ -13,6 +15,9 @@ namespace {
 
 using dt = dnnl::memory::data_type;
 
+// threads: OpenMP's thread count when the primitive is created. oneDNN fixes a
+// primitive's parallelisation then (measured: one created under 1 thread stays
+// on 1 after set_num_threads(2)), so each count gets its own primitive.
 struct Key {
   bool ta, tb;
   int64_t M, N, K, lda, ldb, ldc;
@@ -20,7 +25,8 @@ struct Key {
   bool bias;
   Epilogue act;
   dt type;
-  auto tie() const { return std::tie(ta, tb, M, N, K, lda, ldb, ldc, alpha, beta, bias, act, type); }
+  int threads;
+  auto tie() const { return std::tie(ta, tb, M, N, K, lda, ldb, ldc, alpha, beta, bias, act, type, threads); }
   bool operator<(const Key& o) const { return tie() < o.tie(); }
 };
 
@@ -95,14 +101,14 @@ void run(const Key& k, const void* A, const void* B, float* C, const float* bias
 
 void gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda,
           const float* B, int64_t ldb, float beta, float* C, int64_t ldc, const float* bias, Epilogue act) {
-  Key k{ta, tb, M, N, K, lda, ldb, ldc, alpha, beta, bias != nullptr, act, dt::f32};
+  Key k{ta, tb, M, N, K, lda, ldb, ldc, alpha, beta, bias != nullptr, act, dt::f32, omp_get_max_threads()};
   run(k, A, B, C, bias);
 }
 
 void gemm_bf16(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const uint16_t* A, int64_t lda,
                const uint16_t* B, int64_t ldb, float beta, float* C, int64_t ldc, const float* bias,
                Epilogue act) {
-  Key k{ta, tb, M, N, K, lda, ldb, ldc, alpha, beta, bias != nullptr, act, dt::bf16};
+  Key k{ta, tb, M, N, K, lda, ldb, ldc, alpha, beta, bias != nullptr, act, dt::bf16, omp_get_max_threads()};
   run(k, A, B, C, bias);
 }
 

@@ -1,0 +1,269 @@
+// vitkit analyze SUBCOMMAND: studies of a model.
+//   reuse MODEL --data D --decimals 1,2,3,4 --images N [--attention] [--sample N]
+//         [--json] [--csv FILE] [--plot FILE.svg]: weights rounded to d decimals,
+//         accuracy lost and percentage hits counted exactly (docs/reuse.md).
+#include <cstdio>
+#include <numeric>
+
+#include "commands.h"
+#include "common.h"
+#include "vitkit/analyze/reuse.h"
+#include "vitkit/core/error.h"
+#include "vitkit/core/file.h"
+#include "vitkit/core/threads.h"
+#include "vitkit/io/preprocess.h"
+#include "vitkit/report/svg_plot.h"
+#include "vitkit/report/table.h"
+
+namespace vitkit::cli {
+
+namespace {
+
+struct ReuseCliOpts {
+  std::string model, data, split = "test", csv, plot, layers;
+  std::vector<int> decimals{1, 2, 3, 4};
+  int64_t images = 10, eval_limit = 10000, batch = 256, sample = 0;
+  std::vector<int> zones{4, 4};
+  uint64_t sample_seed = 0;
+  bool attention = false, no_eval = false, no_engine = false;
+  LoadOptions load;
+  CommonOpts common;
+};
+
+std::string pct(double v) { return fmt_fixed(v, 2); }
+
+const char* const kKinds[] = {"qkv", "out_proj", "fc1", "fc2", "attn_scores", "attn_values", "patch", "head"};
+
+// Kinds present in any row, in the canonical order.
+std::vector<std::string> kinds_of(const ReuseStudy& st) {
+  std::vector<std::string> v;
+  for (const char* k : kKinds)
+    for (auto& r : st.rows)
+      if (r.reuse.kind_hits.count(k)) {
+        v.push_back(k);
+        break;
+      }
+  return v;
+}
+
+void print_text(const ReuseStudy& st, const ReuseCliOpts& o) {
+  const std::vector<std::string> kinds = kinds_of(st);
+  if (st.evaluated)
+    std::printf("baseline   top-1 %.2f%% on %lld images\n", 100 * st.top1_baseline, (long long)st.eval_images);
+  std::printf("counted    %lld image(s), every multiplication of the rounded layers\n\n", (long long)st.images);
+  // Accuracy and hits.
+  std::vector<std::string> cols{"d"};
+  if (st.evaluated) cols.insert(cols.end(), {"top-1 W", "loss W", "top-1 W+A", "loss W+A"});
+  cols.push_back("MACs rounded");
+  for (auto& k : kinds) cols.push_back("hits " + k);
+  cols.insert(cols.end(), {"hits overall", "min", "max"});
+  Table t(cols);
+  std::vector<int> right(cols.size());
+  std::iota(right.begin(), right.end(), 0);
+  t.right_align(right);
+  for (auto& r : st.rows) {
+    std::vector<std::string> row{std::to_string(r.decimals)};
+    if (st.evaluated)
+      row.insert(row.end(), {pct(100 * r.top1_weights), pct(r.loss_weights), pct(100 * r.top1_all), pct(r.loss_all)});
+    row.push_back(pct(100 * r.macs_fraction) + "%");
+    for (auto& k : kinds) row.push_back(r.reuse.kind_hits.count(k) ? pct(r.reuse.kind_hits.at(k).mean) : "-");
+    row.insert(row.end(), {pct(r.reuse.overall.mean), pct(r.reuse.overall.min), pct(r.reuse.overall.max)});
+    t.add(row);
+  }
+  std::fputs(t.text().c_str(), stdout);
+  std::printf(
+      "(W: weights rounded; W+A: weights and layer inputs rounded; loss in points; hits in %%, "
+      "mean over images)\n\n");
+  // Engine.
+  Table e({"d", "multiplications", "per-output engine", "%", "product table", "%", "seconds"});
+  e.right_align({0, 1, 2, 3, 4, 5, 6});
+  for (auto& r : st.rows) {
+    const ReuseSummary& s = r.reuse;
+    const bool po = s.per_output >= 0;
+    e.add({std::to_string(r.decimals), fmt_int((long long)s.mults), po ? fmt_int((long long)s.per_output) : "-",
+           po ? pct(100 * s.per_output / s.mults) : "-", fmt_int((long long)s.table), pct(100 * s.table / s.mults),
+           fmt_fixed(r.count_seconds, 1)});
+  }
+  std::printf(
+      "Multiplications executed per image (rounded layers): plain, one per distinct pair per output "
+      "element, one per distinct pair per layer\n");
+  std::fputs(e.text().c_str(), stdout);
+  if (o.sample > 0) {
+    Table s({"d", "exact hits", "sampled", "error", "mean |err|", "max |err|", "1/f estimate", "error", "mean |err|",
+             "max |err|"});
+    s.right_align({0, 1, 2, 3, 4, 5, 6, 7, 8, 9});
+    for (auto& r : st.rows) {
+      const ReuseSummary& x = r.reuse;
+      s.add({std::to_string(r.decimals), pct(x.overall.mean), pct(x.sample_hits), pct(x.sample_error),
+             pct(x.sample_abs_error), pct(x.sample_max_abs_error), pct(x.sample_freq_hits), pct(x.sample_freq_error),
+             pct(x.sample_freq_abs_error), pct(x.sample_freq_max_abs_error)});
+    }
+    std::printf(
+        "\nSampling estimate (%lld multiplications per matmul in %dx%d zones) against the exact count "
+        "(errors in points; |err| per matmul)\n",
+        (long long)o.sample, o.zones[0], o.zones[1]);
+    std::fputs(s.text().c_str(), stdout);
+  }
+}
+
+std::string csv_of(const ReuseStudy& st) {
+  const std::vector<std::string> kinds = kinds_of(st);
+  std::vector<std::string> cols{"decimals", "macs_fraction"};
+  if (st.evaluated) cols.insert(cols.end(), {"top1_baseline", "top1_weights", "loss_weights", "top1_all", "loss_all"});
+  for (auto& k : kinds) cols.push_back("hits_" + k);
+  cols.insert(cols.end(),
+              {"hits_overall", "hits_min", "hits_max", "multiplications", "engine_per_output", "engine_table",
+               "sample_hits", "sample_error", "sample_freq_hits", "sample_freq_error", "images", "count_seconds"});
+  Table t(cols);
+  auto g = [](double v) { return fmt_fixed(v, 6); };
+  for (auto& r : st.rows) {
+    const ReuseSummary& s = r.reuse;
+    std::vector<std::string> row{std::to_string(r.decimals), g(r.macs_fraction)};
+    if (st.evaluated)
+      row.insert(row.end(), {g(st.top1_baseline), g(r.top1_weights), g(r.loss_weights), g(r.top1_all), g(r.loss_all)});
+    for (auto& k : kinds) row.push_back(s.kind_hits.count(k) ? g(s.kind_hits.at(k).mean) : "");
+    row.insert(row.end(), {g(s.overall.mean), g(s.overall.min), g(s.overall.max), fmt_fixed(s.mults, 0),
+                           s.per_output >= 0 ? fmt_fixed(s.per_output, 0) : "", fmt_fixed(s.table, 0),
+                           s.samples ? g(s.sample_hits) : "", s.samples ? g(s.sample_error) : "",
+                           s.samples ? g(s.sample_freq_hits) : "", s.samples ? g(s.sample_freq_error) : "",
+                           std::to_string(s.images), fmt_fixed(r.count_seconds, 2)});
+    t.add(row);
+  }
+  return t.csv();
+}
+
+PlotSeries series(const std::string& name, const std::vector<double>& x) {
+  PlotSeries s;
+  s.name = name;
+  s.x = x;
+  return s;
+}
+
+std::string plot_of(const ReuseStudy& st, const std::string& model) {
+  std::vector<double> ds;
+  for (auto& r : st.rows) ds.push_back(r.decimals);
+  Plot hits;
+  hits.title = "Percentage hits: " + model;
+  hits.x.label = "decimals d";
+  hits.y.label = "hits (%)";
+  hits.xticks = ds;
+  for (auto& k : kinds_of(st)) {
+    PlotSeries s = series(k, ds);
+    for (auto& r : st.rows) s.y.push_back(r.reuse.kind_hits.count(k) ? r.reuse.kind_hits.at(k).mean : NAN);
+    s.dashed = true;
+    hits.series.push_back(s);
+  }
+  PlotSeries all = series("overall", ds);
+  for (auto& r : st.rows) all.y.push_back(r.reuse.overall.mean);
+  all.color = "#000000";
+  hits.series.push_back(all);
+  std::vector<Plot> panels{hits};
+  if (st.evaluated) {
+    Plot loss;
+    loss.title = "Accuracy loss";
+    loss.x.label = "decimals d";
+    loss.y.label = "top-1 loss (points)";
+    loss.xticks = ds;
+    PlotSeries w = series("weights rounded", ds), a = series("weights and inputs rounded", ds);
+    for (auto& r : st.rows) w.y.push_back(r.loss_weights), a.y.push_back(r.loss_all);
+    bool positive = true;
+    for (double v : w.y) positive = positive && v > 0;
+    for (double v : a.y) positive = positive && v > 0;
+    loss.y.log = positive;
+    loss.series = {w, a};
+    loss.lines.push_back({0.5, "0.5 point"});
+    panels.push_back(loss);
+  }
+  return render_svg(panels);
+}
+
+void run_reuse(const ReuseCliOpts& o) {
+  apply_common(o.common);
+  for (int d : o.decimals)
+    if (d < 0 || d > kernels::kMaxDecimals)
+      throw UsageError(cat("--decimals: ", d, " is outside 0..", kernels::kMaxDecimals));
+  if (o.images < 1) throw UsageError("--images must be >= 1");
+  if (o.zones.size() != 2 || o.zones[0] < 1 || o.zones[1] < 1)
+    throw UsageError("--zones: give ROWS,COLS (two positive integers)");
+  auto model = load_model(o.model, o.load);
+  auto ds = open_dataset(o.data, o.split);
+  if (!o.common.quiet) std::fprintf(stderr, "data: %s\n", ds->describe().c_str());
+  const int64_t n = std::min(o.images, ds->size());
+  std::vector<int64_t> idx(static_cast<size_t>(n));
+  std::iota(idx.begin(), idx.end(), 0);
+  const Tensor images = preprocess_batch(*ds, idx, model->cfg);
+
+  ReuseStudyOptions so;
+  so.decimals = o.decimals;
+  so.layers = o.layers;
+  so.eval_limit = o.eval_limit;
+  so.eval = !o.no_eval;
+  so.batch = o.batch;
+  so.count.attention = o.attention;
+  so.count.per_output = !o.no_engine;
+  so.count.sample = o.sample;
+  so.count.zone_rows = o.zones[0];
+  so.count.zone_cols = o.zones[1];
+  so.count.seed = o.sample_seed;
+  so.progress = !o.common.quiet;
+  const ReuseStudy st = run_reuse_study(*model, ds.get(), images, so);
+
+  if (!o.csv.empty()) write_text_atomic(o.csv, csv_of(st));
+  if (!o.plot.empty()) write_text_atomic(o.plot, plot_of(st, model->cfg.name));
+  if (o.common.json) {
+    nlohmann::json j = st.to_json();
+    j["model"] = o.model;
+    j["data"] = ds->describe();
+    j["split"] = o.split;
+    j["decimals"] = o.decimals;
+    j["attention"] = o.attention;
+    j["threads"] = num_threads();
+    if (o.sample > 0) j["sample"] = {{"per_matmul", o.sample}, {"zones", o.zones}, {"seed", o.sample_seed}};
+    print_json(j);
+    return;
+  }
+  std::printf("model      %s (%s)\n", o.model.c_str(), model->cfg.name.c_str());
+  std::printf("data       %s\n", ds->describe().c_str());
+  print_text(st, o);
+  if (!o.csv.empty()) std::printf("\ncsv        %s\n", o.csv.c_str());
+  if (!o.plot.empty()) std::printf("plot       %s\n", o.plot.c_str());
+}
+
+void add_reuse(CLI::App* analyze) {
+  auto o = std::make_shared<ReuseCliOpts>();
+  CLI::App* cmd = analyze->add_subcommand(
+      "reuse", "Round weights to d decimals: accuracy lost and percentage hits (repeated multiplications), exact");
+  cmd->add_option("model", o->model, "Model file (.safetensors, .pth) or preset")->required();
+  cmd->add_option("--data", o->data, "fashion-mnist, mnist, cifar10, or a folder (IDX, CIFAR-10 binary, images)")
+      ->required();
+  cmd->add_option("--split", o->split, "train or test")->check(CLI::IsMember({"train", "test"}));
+  cmd->add_option("--decimals", o->decimals, "Decimals to study, e.g. 1,2,3,4")->delimiter(',');
+  cmd->add_option("--images", o->images, "Images whose multiplications are counted (the first of the split)");
+  cmd->add_option("--eval-limit", o->eval_limit, "Accuracy on the first N images of the split (0: all)")
+      ->check(CLI::NonNegativeNumber);
+  cmd->add_flag("--no-eval", o->no_eval, "Skip the accuracy evaluation");
+  cmd->add_option("--batch", o->batch, "Images per forward pass in the evaluation")->check(CLI::PositiveNumber);
+  cmd->add_option("--layers", o->layers, "More layers to round: regex searched in layer names (conv_proj|heads.head)");
+  cmd->add_flag("--attention", o->attention, "Also count q.k^T and attention.v (operands rounded for counting only)");
+  cmd->add_flag("--no-engine", o->no_engine, "Skip the per-output engine count (the slowest part)");
+  cmd->add_option("--sample", o->sample,
+                  "Sampling estimate: N multiplications drawn per matmul, against the exact count")
+      ->check(CLI::NonNegativeNumber);
+  cmd->add_option("--zones", o->zones, "Sampling zones: ROWS,COLS (rows of X x outputs)")->delimiter(',');
+  cmd->add_option("--sample-seed", o->sample_seed, "Seed of the sampling estimate");
+  cmd->add_option("--csv", o->csv, "Write one CSV row per decimals to FILE");
+  cmd->add_option("--plot", o->plot, "Write an SVG plot (hits and accuracy loss versus decimals) to FILE");
+  add_model_opts(cmd, o->load);
+  add_common(cmd, o->common);
+  cmd->callback([o] { run_reuse(*o); });
+}
+
+}  // namespace
+
+void register_analyze(CLI::App& app) {
+  CLI::App* analyze = app.add_subcommand("analyze", "Studies of a model (reuse)");
+  analyze->require_subcommand(1);
+  add_reuse(analyze);
+}
+
+}  // namespace vitkit::cli

@@ -1,0 +1,296 @@
+#include "vitkit/compress/pass.h"
+
+#include <cerrno>
+#include <cmath>
+#include <cstdlib>
+#include <regex>
+
+#include "vitkit/compress/round.h"
+#include "vitkit/core/error.h"
+
+namespace vitkit {
+
+const char* to_string(PassKey::Type t) {
+  switch (t) {
+    case PassKey::Type::Int: return "int";
+    case PassKey::Type::Float: return "float";
+    case PassKey::Type::Bool: return "bool";
+    case PassKey::Type::String: return "string";
+    case PassKey::Type::Regex: return "regex";
+  }
+  return "?";
+}
+
+// ---- Values ----------------------------------------------------------------
+
+static bool parse_int(const std::string& s, int64_t* out) {
+  if (s.empty()) return false;
+  char* end = nullptr;
+  errno = 0;
+  long long v = std::strtoll(s.c_str(), &end, 10);
+  if (errno || *end) return false;
+  *out = v;
+  return true;
+}
+
+static bool parse_real(const std::string& s, double* out) {
+  if (s.empty()) return false;
+  char* end = nullptr;
+  errno = 0;
+  double v = std::strtod(s.c_str(), &end);
+  if (errno || *end || !std::isfinite(v)) return false;
+  *out = v;
+  return true;
+}
+
+static bool parse_bool(const std::string& s, bool* out) {
+  if (s == "true" || s == "1" || s == "yes" || s == "on") return *out = true, true;
+  if (s == "false" || s == "0" || s == "no" || s == "off") return *out = false, true;
+  return false;
+}
+
+const std::string& PassArgs::text(const std::string& key) const {
+  auto it = values_.find(key);
+  check(it != values_.end(), "pass ", pass_, ": no key '", key, "'");
+  return it->second;
+}
+
+int64_t PassArgs::integer(const std::string& key) const {
+  int64_t v = 0;
+  check(parse_int(text(key), &v), "pass ", pass_, ": ", key, "=", text(key), " is not an integer");
+  return v;
+}
+
+double PassArgs::real(const std::string& key) const {
+  double v = 0;
+  check(parse_real(text(key), &v), "pass ", pass_, ": ", key, "=", text(key), " is not a number");
+  return v;
+}
+
+bool PassArgs::boolean(const std::string& key) const {
+  bool v = false;
+  check(parse_bool(text(key), &v), "pass ", pass_, ": ", key, "=", text(key), " is not true or false");
+  return v;
+}
+
+nlohmann::json PassArgs::to_json(const std::vector<PassKey>& keys) const {
+  nlohmann::json j = nlohmann::json::object();
+  for (const PassKey& k : keys) {
+    if (!values_.count(k.name)) continue;
+    switch (k.type) {
+      case PassKey::Type::Int: j[k.name] = integer(k.name); break;
+      case PassKey::Type::Float: j[k.name] = real(k.name); break;
+      case PassKey::Type::Bool: j[k.name] = boolean(k.name); break;
+      default: j[k.name] = text(k.name);
+    }
+  }
+  return j;
+}
+
+void Pass::restore(ViT&, const nlohmann::json&) const {}
+
+// ---- Specs -------------------------------------------------------------------
+
+PassSpec parse_pass_spec(const std::string& text) {
+  PassSpec s;
+  s.text = text;
+  const size_t colon = text.find(':');
+  s.name = text.substr(0, colon);
+  if (s.name.empty()) throw UsageError(cat("--pass '", text, "': no pass name (expected NAME:key=value,...)"));
+  if (colon == std::string::npos) return s;
+  const std::string rest = text.substr(colon + 1);
+  size_t pos = 0;
+  while (pos <= rest.size()) {
+    size_t comma = rest.find(',', pos);
+    if (comma == std::string::npos) comma = rest.size();
+    const std::string item = rest.substr(pos, comma - pos);
+    pos = comma + 1;
+    if (item.empty()) {
+      if (comma == rest.size()) break;
+      continue;
+    }
+    const size_t eq = item.find('=');
+    if (eq == std::string::npos || eq == 0) throw UsageError(cat("--pass '", text, "': '", item, "' is not key=value"));
+    const std::string key = item.substr(0, eq);
+    for (auto& [k, v] : s.args)
+      if (k == key) throw UsageError(cat("--pass '", text, "': key '", key, "' given twice"));
+    s.args.emplace_back(key, item.substr(eq + 1));
+  }
+  return s;
+}
+
+// ---- Registry ----------------------------------------------------------------
+
+const std::vector<const Pass*>& registered_passes() {
+  static const std::vector<std::unique_ptr<Pass>> owned = [] {
+    std::vector<std::unique_ptr<Pass>> v;
+    v.push_back(make_round_pass());
+    // Later passes (quantize, lowrank, prune, distill) are added here.
+    return v;
+  }();
+  static const std::vector<const Pass*> list = [] {
+    std::vector<const Pass*> v;
+    for (auto& p : owned) v.push_back(p.get());
+    return v;
+  }();
+  return list;
+}
+
+static std::string pass_names() {
+  std::string s;
+  for (const Pass* p : registered_passes()) s += (s.empty() ? "" : ", ") + p->name();
+  return s;
+}
+
+const Pass& find_pass(const std::string& name) {
+  for (const Pass* p : registered_passes())
+    if (p->name() == name) return *p;
+  throw UsageError(cat("unknown pass '", name, "' (passes: ", pass_names(), ")"));
+}
+
+static std::string key_names(const Pass& pass) {
+  std::string s;
+  for (auto& k : pass.keys()) s += (s.empty() ? "" : ", ") + k.name;
+  return s;
+}
+
+static void check_value(const Pass& pass, const PassKey& key, const std::string& v) {
+  auto bad = [&](const std::string& what) {
+    throw UsageError(cat("pass ", pass.name(), ": ", key.name, "=", v, " is not ", what));
+  };
+  switch (key.type) {
+    case PassKey::Type::Int: {
+      int64_t x = 0;
+      if (!parse_int(v, &x)) bad("an integer");
+      if (double(x) < key.min || double(x) > key.max) bad(cat("in ", int64_t(key.min), "..", int64_t(key.max)));
+      break;
+    }
+    case PassKey::Type::Float: {
+      double x = 0;
+      if (!parse_real(v, &x)) bad("a number");
+      if (x < key.min || x > key.max) bad(cat("in ", key.min, "..", key.max));
+      break;
+    }
+    case PassKey::Type::Bool: {
+      bool b = false;
+      if (!parse_bool(v, &b)) bad("true or false");
+      break;
+    }
+    case PassKey::Type::Regex: try { std::regex re(v, std::regex::ECMAScript);
+      } catch (const std::regex_error& e) {
+        bad(cat("a valid regular expression (", e.what(), ")"));
+      }
+      break;
+    case PassKey::Type::String: break;
+  }
+}
+
+PassArgs validate_pass_args(const Pass& pass, const PassSpec& spec) {
+  const std::vector<PassKey> keys = pass.keys();
+  std::map<std::string, std::string> values;
+  std::set<std::string> given;
+  for (auto& [k, v] : spec.args) {
+    const PassKey* key = nullptr;
+    for (auto& pk : keys)
+      if (pk.name == k) key = &pk;
+    if (!key) throw UsageError(cat("pass ", pass.name(), ": unknown key '", k, "' (keys: ", key_names(pass), ")"));
+    check_value(pass, *key, v);
+    values[k] = v;
+    given.insert(k);
+  }
+  for (auto& k : keys) {
+    if (values.count(k.name)) continue;
+    if (k.required) throw UsageError(cat("pass ", pass.name(), ": key '", k.name, "' is required"));
+    if (!k.default_value.empty()) values[k.name] = k.default_value;
+  }
+  return PassArgs(pass.name(), std::move(values), std::move(given));
+}
+
+// ---- Applying and the log ------------------------------------------------
+
+nlohmann::json compression_log(const ViT& m) {
+  auto it = m.extra_metadata.find(kCompressionKey);
+  if (it == m.extra_metadata.end() || !it->is_array()) return nlohmann::json::array();
+  return *it;
+}
+
+static nlohmann::json run_pass(ViT& m, const Pass& pass, const PassSpec& spec, const PassArgs& args) {
+  nlohmann::json rec = pass.apply(m, args);
+  rec["pass"] = pass.name();
+  rec["spec"] = spec.text;
+  rec["args"] = args.to_json(pass.keys());
+  nlohmann::json log = compression_log(m);
+  log.push_back(rec);
+  m.extra_metadata[kCompressionKey] = log;
+  return rec;
+}
+
+nlohmann::json apply_pass(ViT& m, const std::string& text) {
+  const PassSpec spec = parse_pass_spec(text);
+  const Pass& pass = find_pass(spec.name);
+  return run_pass(m, pass, spec, validate_pass_args(pass, spec));
+}
+
+std::vector<nlohmann::json> apply_passes(ViT& m, const std::vector<std::string>& texts) {
+  std::vector<PassSpec> specs;
+  std::vector<PassArgs> args;
+  for (auto& t : texts) {
+    specs.push_back(parse_pass_spec(t));
+    args.push_back(validate_pass_args(find_pass(specs.back().name), specs.back()));
+  }
+  std::vector<nlohmann::json> records;
+  for (size_t i = 0; i < specs.size(); ++i) records.push_back(run_pass(m, find_pass(specs[i].name), specs[i], args[i]));
+  return records;
+}
+
+void restore_compression(ViT& m, const nlohmann::json& log, const std::string& where) {
+  check(log.is_array(), where, ": metadata ", kCompressionKey, " is not a JSON list");
+  for (size_t i = 0; i < log.size(); ++i) {
+    const nlohmann::json& rec = log[i];
+    check(rec.is_object() && rec.contains("pass") && rec["pass"].is_string(), where, ": ", kCompressionKey, " record ",
+          i, " has no \"pass\" name");
+    const std::string name = rec["pass"].get<std::string>();
+    const Pass* pass = nullptr;
+    for (const Pass* p : registered_passes())
+      if (p->name() == name) pass = p;
+    check(pass != nullptr, where, ": ", kCompressionKey, " record ", i, " is from pass '", name,
+          "', which this vitkit does not know (passes: ", pass_names(), ")");
+    try {
+      pass->restore(m, rec);
+    } catch (const nlohmann::json::exception& e) {
+      fail(where, ": ", kCompressionKey, " record ", i, " (", name, "): ", e.what());
+    } catch (const Error& e) {
+      fail(where, ": ", kCompressionKey, " record ", i, " (", name, "): ", e.what());
+    }
+  }
+  m.extra_metadata[kCompressionKey] = log;
+}
+
+void restore_compression_metadata(ViT& m, const std::map<std::string, std::string>& md, const std::string& where) {
+  auto it = md.find(kCompressionKey);
+  if (it == md.end()) return;
+  nlohmann::json log;
+  try {
+    log = nlohmann::json::parse(it->second);
+  } catch (const nlohmann::json::exception& e) {
+    fail(where, ": metadata ", kCompressionKey, " is not valid JSON: ", e.what());
+  }
+  restore_compression(m, log, where);
+}
+
+std::string passes_help() {
+  std::string s = "Passes (--pass NAME:key=value,...; repeat --pass to chain, applied in order):\n";
+  for (const Pass* p : registered_passes()) {
+    s += "  " + p->name() + ": " + p->summary() + "\n";
+    for (const PassKey& k : p->keys()) {
+      s += "    " + k.name + "=" + to_string(k.type);
+      if (k.type == PassKey::Type::Int || k.type == PassKey::Type::Float)
+        if (k.min > -1e299 && k.max < 1e299) s += cat(" (", k.min, "..", k.max, ")");
+      s += k.required ? " (required)" : k.default_value.empty() ? "" : " (default " + k.default_value + ")";
+      s += ": " + k.help + "\n";
+    }
+  }
+  return s;
+}
+
+}  // namespace vitkit

@@ -1,0 +1,294 @@
+// The pass framework end to end: a compressed model written and read back runs
+// identically (the round pass's activation rounding rebuilt from the file's
+// vitkit.compression metadata); bad logs are refused naming the file; and the
+// CLI: vitkit compress, then vitkit analyze reuse on a small model and an image
+// folder made here (JSON, CSV, SVG, fields present and consistent).
+#include <stb/stb_image_write.h>
+
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+
+#include "test_util.h"
+#include "vitkit/analyze/reuse.h"
+#include "vitkit/compress/pass.h"
+#include "vitkit/compress/round.h"
+#include "vitkit/core/error.h"
+#include "vitkit/core/file.h"
+#include "vitkit/core/rng.h"
+#include "vitkit/io/model_io.h"
+#include "vitkit/model/forward.h"
+#include "vitkit/model/init.h"
+
+using namespace vitkit;
+namespace fs = std::filesystem;
+
+namespace {
+
+ViTConfig small_config() {
+  ViTConfig c;
+  c.name = "small";
+  c.image_size = 8;
+  c.channels = 1;
+  c.patch = 2;
+  c.dim = 24;
+  c.depth = 2;
+  c.heads = 3;
+  c.mlp_dim = 48;
+  c.classes = 3;
+  c.pre.mean = {0.5f};
+  c.pre.std = {0.25f};
+  return c;
+}
+
+std::unique_ptr<ViT> small_model(uint64_t seed = 2) {
+  auto m = std::make_unique<ViT>(small_config());
+  Rng rng(seed);
+  init_weights(*m, rng);
+  // torchvision's init zeroes the head: give it weights so that logits depend on the input.
+  for (int64_t i = 0; i < int64_t(m->head.out) * m->head.in; ++i) m->W(m->head)[i] = 0.2f * rng.normal();
+  return m;
+}
+
+Tensor random_images(const ViTConfig& c, int64_t n, uint64_t seed) {
+  Tensor x = Tensor::empty({n, c.channels, c.image_size, c.image_size});
+  Rng rng(seed);
+  for (int64_t i = 0; i < x.numel(); ++i) x.f32()[i] = rng.normal();
+  return x;
+}
+
+bool bit_equal(const Tensor& a, const Tensor& b) {
+  return a.shape() == b.shape() && std::memcmp(a.raw(), b.raw(), a.nbytes()) == 0;
+}
+
+}  // namespace
+
+TEST(Compress, SaveLoadRunsIdentically) {
+  const Tensor x = random_images(small_config(), 6, 9);
+  for (const char* spec : {"round:decimals=2", "round:decimals=1,activations=true",
+                           "round:decimals=3,activations=true,layers=conv_proj|heads.head,biases=true"}) {
+    auto m = small_model();
+    const Tensor before = vit_predict(*m, x);
+    apply_pass(*m, spec);
+    const Tensor compressed = vit_predict(*m, x);
+    EXPECT_FALSE(bit_equal(before, compressed)) << spec << ": rounding changes the logits";
+    const std::string path = test::temp_dir() + "/m.safetensors";
+    save_model(*m, path);
+    auto loaded = load_model(path);
+    EXPECT_TRUE(bit_equal(vit_predict(*loaded, x), compressed)) << spec;
+    EXPECT_EQ(compression_log(*loaded), compression_log(*m)) << spec;
+    for (size_t i = 0; i < m->linears().size(); ++i) {
+      const Linear* a = m->linears()[i];
+      const Linear* b = loaded->linears()[i];
+      EXPECT_EQ(a->repr == nullptr, b->repr == nullptr) << spec << " " << a->name;
+      if (a->repr && b->repr) {
+        EXPECT_EQ(a->repr->kind(), b->repr->kind());
+      }
+    }
+    // Written again, the log is kept (not doubled).
+    save_model(*loaded, path);
+    EXPECT_EQ(compression_log(*load_model(path)).size(), 1u);
+  }
+}
+
+TEST(Compress, ActivationRoundingIsRebuiltNotLost) {
+  // Without rebuilding the reprs the loaded model would only have rounded weights.
+  auto m = small_model();
+  auto w_only = m->clone();
+  apply_pass(*m, "round:decimals=1,activations=true");
+  apply_pass(*w_only, "round:decimals=1");
+  const Tensor x = random_images(small_config(), 4, 4);
+  EXPECT_FALSE(bit_equal(vit_predict(*m, x), vit_predict(*w_only, x)));
+  const std::string path = test::temp_dir() + "/a.safetensors";
+  save_model(*m, path);
+  EXPECT_TRUE(bit_equal(vit_predict(*load_model(path), x), vit_predict(*m, x)));
+}
+
+TEST(Compress, BadLogsNameTheFile) {
+  const std::string dir = test::temp_dir();
+  auto expect_load_error = [&](const nlohmann::json& log, const std::string& part) {
+    auto m = small_model();
+    m->extra_metadata[kCompressionKey] = log;
+    const std::string path = dir + "/bad.safetensors";
+    save_model(*m, path);
+    try {
+      load_model(path);
+      ADD_FAILURE() << "loaded a model with log " << log.dump();
+    } catch (const Error& e) {
+      const std::string msg = e.what();
+      EXPECT_NE(msg.find(path), std::string::npos) << msg;
+      EXPECT_NE(msg.find(part), std::string::npos) << msg;
+    }
+  };
+  expect_load_error(nlohmann::json::array({{{"pass", "int8"}}}), "int8");
+  expect_load_error(nlohmann::json::array({{{"nopass", 1}}}), "no \"pass\"");
+  expect_load_error(nlohmann::json::object(), "not a JSON list");
+  expect_load_error(nlohmann::json::array({{{"pass", "round"}, {"decimals", 2}}}), "round");
+  expect_load_error(nlohmann::json::array(
+                        {{{"pass", "round"}, {"decimals", 2}, {"activations", true}, {"layers", {"encoder.nothing"}}}}),
+                    "encoder.nothing");
+}
+
+// The study on a model in memory: the counts agree with the layer shapes.
+TEST(ReuseStudy, CountsEveryMultiplication) {
+  auto m = small_model();
+  const ViTConfig& c = m->cfg;
+  const Tensor x = random_images(c, 2, 5);
+  ReuseStudyOptions o;
+  o.decimals = {1, 3};
+  o.eval = false;
+  o.progress = false;
+  o.count.attention = true;
+  o.count.sample = 300;
+  const ReuseStudy st = run_reuse_study(*m, nullptr, x, o);
+  ASSERT_EQ(st.rows.size(), 2u);
+  const int64_t T = c.tokens(), D = c.dim, M = c.mlp_dim, L = c.depth;
+  for (const ReuseDecimals& r : st.rows) {
+    const ReuseSummary& s = r.reuse;
+    EXPECT_EQ(s.images, 2);
+    EXPECT_DOUBLE_EQ(s.mults, double(L * T * (3 * D * D + D * D + 2 * D * M)));
+    EXPECT_LE(s.table, s.per_output);
+    EXPECT_LE(s.per_output, s.mults);
+    EXPECT_LE(s.overall.min, s.overall.mean);
+    EXPECT_LE(s.overall.mean, s.overall.max);
+    for (const char* k : {"qkv", "out_proj", "fc1", "fc2", "attn_scores", "attn_values"})
+      EXPECT_EQ(s.kind_hits.count(k), 1u) << k;
+    ASSERT_EQ(s.layers.size(), size_t(L * 6));
+    EXPECT_EQ(s.layers[1].kind, "attn_scores");
+    EXPECT_EQ(s.layers[1].mults, c.heads * T * T * c.head_dim());
+    EXPECT_EQ(s.layers[2].mults, c.heads * T * c.head_dim() * T);
+    EXPECT_EQ(s.block_hits.size(), size_t(L));
+    EXPECT_EQ(s.samples, 300);
+  }
+  // Fewer decimals, more repeats.
+  EXPECT_GT(st.rows[0].reuse.overall.mean, st.rows[1].reuse.overall.mean);
+}
+
+namespace {
+
+// An image folder with 3 classes of 8x8 gray PNGs.
+std::string make_image_folder(const std::string& root) {
+  Rng rng(17);
+  for (int c = 0; c < 3; ++c) {
+    const std::string dir = root + "/class" + std::to_string(c);
+    fs::create_directories(dir);
+    for (int i = 0; i < 4; ++i) {
+      std::vector<uint8_t> px(64);
+      for (auto& p : px) p = uint8_t(rng.below(256) / 3 + 80 * c);
+      const std::string path = dir + "/" + std::to_string(i) + ".png";
+      EXPECT_TRUE(stbi_write_png(path.c_str(), 8, 8, 1, px.data(), 8)) << path;
+    }
+  }
+  return root;
+}
+
+nlohmann::json parse(const std::string& s) {
+  try {
+    return nlohmann::json::parse(s);
+  } catch (const std::exception& e) {
+    ADD_FAILURE() << "not one JSON document: " << e.what() << "\n" << s;
+    return {};
+  }
+}
+
+}  // namespace
+
+TEST(CompressCli, CompressThenAnalyzeReuse) {
+  const std::string dir = test::temp_dir();
+  const std::string model = dir + "/model.safetensors", out = dir + "/r2.safetensors";
+  save_model(*small_model(), model);
+  const std::string data = make_image_folder(dir + "/images");
+
+  // compress
+  test::CliResult r = test::run_cli("compress " + model +
+                                    " --pass round:decimals=2 --pass "
+                                    "'round:decimals=1,layers=heads.head,activations=true' -o " +
+                                    out + " --json");
+  ASSERT_EQ(r.code, 0) << r.err;
+  nlohmann::json j = parse(r.out);
+  ASSERT_EQ(j["passes"].size(), 2u);
+  EXPECT_EQ(j["passes"][0]["decimals"], 2);
+  EXPECT_EQ(j["passes"][1]["layers"].size(), 9u);
+  EXPECT_EQ(j["log"].size(), 2u);
+  EXPECT_TRUE(file_exists(out));
+  // The compressed file evaluates, and round-trips through load_model.
+  r = test::run_cli("eval " + out + " --data " + data + " --json -q");
+  EXPECT_EQ(r.code, 0) << r.err;
+  EXPECT_EQ(compression_log(*load_model(out)).size(), 2u);
+  // Text output and help.
+  r = test::run_cli("compress " + model + " --pass round:decimals=3 -o " + dir + "/r3.safetensors");
+  EXPECT_EQ(r.code, 0) << r.err;
+  EXPECT_NE(r.out.find("macs_fraction"), std::string::npos) << r.out;
+  r = test::run_cli("compress --help");
+  EXPECT_EQ(r.code, 0);
+  EXPECT_NE(r.out.find("decimals=int"), std::string::npos) << r.out;
+  // Usage errors name the pass and the key, exit 2.
+  r = test::run_cli("compress " + model + " --pass round:decimals=9 -o " + dir + "/x.safetensors");
+  EXPECT_EQ(r.code, 2);
+  EXPECT_NE(r.err.find("decimals=9"), std::string::npos) << r.err;
+  r = test::run_cli("compress " + model + " --pass shrink:x=1 -o " + dir + "/x.safetensors");
+  EXPECT_EQ(r.code, 2);
+  EXPECT_NE(r.err.find("shrink"), std::string::npos) << r.err;
+  EXPECT_FALSE(file_exists(dir + "/x.safetensors"));
+
+  // analyze reuse
+  const std::string csv = dir + "/reuse.csv", svg = dir + "/reuse.svg";
+  r = test::run_cli("analyze reuse " + model + " --data " + data +
+                    " --decimals 1,2 --images 2 --attention --sample 200 "
+                    "--json --csv " +
+                    csv + " --plot " + svg + " --threads 2");
+  ASSERT_EQ(r.code, 0) << r.err;
+  j = parse(r.out);
+  EXPECT_TRUE(j["evaluated"].get<bool>());
+  EXPECT_EQ(j["eval_images"], 12);
+  EXPECT_EQ(j["images"], 2);
+  const double base = j["top1_baseline"].get<double>();
+  ASSERT_EQ(j["rows"].size(), 2u);
+  const ViTConfig c = small_config();
+  const int64_t T = c.tokens(), D = c.dim, M = c.mlp_dim;
+  for (size_t i = 0; i < 2; ++i) {
+    const nlohmann::json& row = j["rows"][i];
+    EXPECT_EQ(row["decimals"], int(i) + 1);
+    EXPECT_EQ(row["layers_rounded"], 8);
+    EXPECT_GT(row["macs_fraction"].get<double>(), 0.5);
+    EXPECT_LT(row["macs_fraction"].get<double>(), 1.0);
+    EXPECT_NEAR(row["loss_weights"].get<double>(), 100 * (base - row["top1_weights"].get<double>()), 1e-9);
+    EXPECT_NEAR(row["loss_all"].get<double>(), 100 * (base - row["top1_all"].get<double>()), 1e-9);
+    const nlohmann::json& h = row["reuse"]["hits"];
+    for (const char* k : {"qkv", "out_proj", "fc1", "fc2", "attn_scores", "attn_values"}) {
+      ASSERT_TRUE(h["kinds"].contains(k)) << k;
+      EXPECT_GE(h["kinds"][k]["mean"].get<double>(), 0.0);
+      EXPECT_LE(h["kinds"][k]["mean"].get<double>(), 100.0);
+    }
+    EXPECT_LE(h["overall"]["min"].get<double>(), h["overall"]["mean"].get<double>());
+    EXPECT_LE(h["overall"]["mean"].get<double>(), h["overall"]["max"].get<double>());
+    EXPECT_TRUE(h.contains("overall_with_attention"));
+    EXPECT_EQ(h["blocks"].size(), 2u);
+    const nlohmann::json& e = row["reuse"]["engine"];
+    EXPECT_DOUBLE_EQ(e["multiplications"].get<double>(), double(c.depth * T * (4 * D * D + 2 * D * M)));
+    EXPECT_LE(e["table"].get<double>(), e["per_output"].get<double>());
+    EXPECT_LE(e["per_output"].get<double>(), e["multiplications"].get<double>());
+    // Hits overall = 100 (1 - table / multiplications) per image; averaged over images.
+    EXPECT_NEAR(h["overall"]["mean"].get<double>(), 100 * (1 - e["table_fraction"].get<double>()), 1e-6);
+    EXPECT_TRUE(row["reuse"].contains("sampling"));
+    EXPECT_EQ(row["reuse"]["layers"].size(), size_t(c.depth * 6));
+  }
+  EXPECT_GT(j["rows"][0]["reuse"]["hits"]["overall"]["mean"].get<double>(),
+            j["rows"][1]["reuse"]["hits"]["overall"]["mean"].get<double>());
+  // CSV: a header and one row per decimals; SVG: a document with both panels.
+  const std::string text = read_text_file(csv);
+  EXPECT_EQ(std::count(text.begin(), text.end(), '\n'), 3);
+  EXPECT_EQ(text.rfind("decimals,macs_fraction,top1_baseline", 0), 0u) << text;
+  const std::string plot = read_text_file(svg);
+  EXPECT_EQ(plot.rfind("<?xml", 0), 0u);
+  EXPECT_NE(plot.find("Percentage hits"), std::string::npos);
+  EXPECT_NE(plot.find("Accuracy loss"), std::string::npos);
+  EXPECT_NE(plot.find("</svg>"), std::string::npos);
+  // Text output.
+  r = test::run_cli("analyze reuse " + model + " --data " + data + " --decimals 2 --images 1 --no-eval -q");
+  EXPECT_EQ(r.code, 0) << r.err;
+  EXPECT_NE(r.out.find("hits overall"), std::string::npos) << r.out;
+  r = test::run_cli("analyze reuse " + model + " --data " + data + " --decimals 8 -q");
+  EXPECT_EQ(r.code, 2);
+  EXPECT_NE(r.err.find("--decimals"), std::string::npos) << r.err;
+}
