@@ -27,6 +27,15 @@ int main(int argc, char** argv) {
   } catch (const CLI::CallForVersion& e) {
     return app.exit(e);
   } catch (const CLI::ParseError& e) {
+    // A first word that names no command: CLI11 would only say that one is required.
+    if (argc > 1 && argv[1][0] != '-' && app.get_subcommands().empty()) {
+      std::string names;
+      for (const CLI::App* sub : app.get_subcommands([](CLI::App*) { return true; }))
+        names += (names.empty() ? "" : ", ") + sub->get_name();
+      std::fprintf(stderr, "vitkit: error: unknown command '%s' (commands: %s)\n(run 'vitkit --help')\n", argv[1],
+                   names.c_str());
+      return 2;
+    }
     std::fprintf(stderr, "vitkit: error: %s\n(run 'vitkit --help' or 'vitkit COMMAND --help')\n", e.what());
     return 2;
   } catch (const vitkit::UsageError& e) {

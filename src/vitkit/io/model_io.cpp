@@ -38,6 +38,23 @@ static ViTConfig config_from_metadata(const std::map<std::string, std::string>& 
   }
 }
 
+// --config SPEC on top of c; its errors (unknown key, bad value, missing TOML
+// file) are usage errors that name the flag.
+static void apply_config_flag(ViTConfig& c, const std::string& spec) {
+  try {
+    apply_config_spec(c, spec);
+  } catch (const UsageError& e) {
+    throw UsageError(cat("--config ", spec, ": ", e.what()));
+  }
+}
+
+// The error for a spec that is neither an existing file nor a preset.
+[[noreturn]] static void fail_no_model(const std::string& spec) {
+  std::string names;
+  for (auto& n : preset_names()) names += (names.empty() ? "" : ", ") + n;
+  fail(spec, ": no such file, and not a preset (", names, ")");
+}
+
 static ViTConfig resolve_config(const SafetensorsReader* r, const std::string& path, const LoadOptions& opt) {
   ViTConfig c;
   bool have = false;
@@ -52,7 +69,7 @@ static ViTConfig resolve_config(const SafetensorsReader* r, const std::string& p
     have = true;
   }
   if (!opt.config.empty()) {
-    apply_config_spec(c, opt.config);
+    apply_config_flag(c, opt.config);
     have = true;
   }
   if (!have)
@@ -61,6 +78,7 @@ static ViTConfig resolve_config(const SafetensorsReader* r, const std::string& p
   try {
     c.validate();
   } catch (const Error& e) {
+    if (!opt.config.empty()) fail(path, ": ", e.what(), " (with --config ", opt.config, ")");
     fail(path, ": ", e.what());
   }
   return c;
@@ -69,10 +87,17 @@ static ViTConfig resolve_config(const SafetensorsReader* r, const std::string& p
 ViTConfig load_config(const std::string& spec, const LoadOptions& opt) {
   if (is_preset_spec(spec)) {
     ViTConfig c = *preset(spec);
-    if (!opt.config.empty()) apply_config_spec(c, opt.config);
-    c.validate();
+    if (!opt.config.empty()) {
+      apply_config_flag(c, opt.config);
+      try {
+        c.validate();
+      } catch (const Error& e) {
+        throw UsageError(cat("--config ", opt.config, ": ", e.what()));
+      }
+    }
     return c;
   }
+  if (!file_exists(spec)) fail_no_model(spec);
   const ImportOptions io{opt.arch, opt.map, opt.preset, opt.config};
   if (needs_import(spec, io)) return import_checkpoint(spec, io).cfg;
   SafetensorsReader r(spec);
@@ -127,11 +152,7 @@ std::unique_ptr<ViT> load_model(const std::string& spec, const LoadOptions& opt)
     init_weights(*m, rng);
     return m;
   }
-  if (!file_exists(spec)) {
-    std::string names;
-    for (auto& n : preset_names()) names += (names.empty() ? "" : ", ") + n;
-    fail(spec, ": no such file, and not a preset (", names, ")");
-  }
+  if (!file_exists(spec)) fail_no_model(spec);
   const ImportOptions io{opt.arch, opt.map, opt.preset, opt.config};
   if (needs_import(spec, io)) {
     ImportedCheckpoint ck = import_checkpoint(spec, io);
