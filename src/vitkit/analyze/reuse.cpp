@@ -3,11 +3,13 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <exception>
 
 #include "vitkit/analyze/evaluate.h"
 #include "vitkit/compress/round.h"
 #include "vitkit/core/error.h"
 #include "vitkit/core/progress.h"
+#include "vitkit/core/threads.h"
 #include "vitkit/model/forward.h"
 #include "vitkit/report/table.h"
 
@@ -49,43 +51,64 @@ static void add_count(LayerReuse& r, const kernels::ReuseCount& c) {
   r.samples = std::max(r.samples, c.samples);  // per matmul (per head for attention)
 }
 
-// q.k^T and softmax(q.k^T / sqrt(hd)).v of every head of one image: qkv (T, 3D).
+// q.k^T and softmax(q.k^T / sqrt(hd)).v of one head h of one image: qkv (T, 3D).
 // scores: X = q_h (T, hd), W = k_h (T, hd); values: X = P_h (T, T), W = v_h^T (hd, T).
-static void count_attention(const ViTConfig& c, int block, const float* qkv, int decimals,
-                            const kernels::ReuseCountOptions& opt, LayerReuse& scores, LayerReuse& values) {
-  const int64_t T = c.tokens(), D = c.dim, H = c.heads, hd = c.head_dim();
+static void count_head(const ViTConfig& c, int64_t h, const float* qkv, int decimals,
+                       const kernels::ReuseCountOptions& opt, kernels::ReuseCount& scores,
+                       kernels::ReuseCount& values) {
+  const int64_t T = c.tokens(), D = c.dim, hd = c.head_dim();
   Tensor q = Tensor::empty({T, hd}), k = Tensor::empty({T, hd}), vt = Tensor::empty({hd, T});
   Tensor p = Tensor::empty({T, T});
+  for (int64_t t = 0; t < T; ++t)
+    for (int64_t j = 0; j < hd; ++j) {
+      const float* base = qkv + t * 3 * D + h * hd + j;
+      q.f32()[t * hd + j] = base[0];
+      k.f32()[t * hd + j] = base[D];
+      vt.f32()[j * T + t] = base[2 * D];
+    }
+  kernels::ReuseCountOptions o = opt;
+  o.seed = mix_seed(opt.seed, h, 0);
+  kernels::ReuseWeights wk(k.f32(), T, hd, decimals);
+  scores = kernels::count_reuse(q.f32(), T, wk, o);
+  // P = softmax(q k^T / sqrt(hd)), row by row in double.
   std::vector<double> row(static_cast<size_t>(T));
   const double scale = 1.0 / std::sqrt(double(hd));
-  for (int64_t h = 0; h < H; ++h) {
-    for (int64_t t = 0; t < T; ++t)
-      for (int64_t j = 0; j < hd; ++j) {
-        const float* base = qkv + t * 3 * D + h * hd + j;
-        q.f32()[t * hd + j] = base[0];
-        k.f32()[t * hd + j] = base[D];
-        vt.f32()[j * T + t] = base[2 * D];
-      }
-    kernels::ReuseCountOptions o = opt;
-    o.seed = mix_seed(opt.seed, h, 0);
-    kernels::ReuseWeights wk(k.f32(), T, hd, decimals);
-    add_count(scores, kernels::count_reuse(q.f32(), T, wk, o));
-    for (int64_t t = 0; t < T; ++t) {  // P = softmax(q k^T * scale), row by row
-      double mx = -1e300, sum = 0;
-      for (int64_t s = 0; s < T; ++s) {
-        double dot = 0;
-        for (int64_t j = 0; j < hd; ++j) dot += double(q.f32()[t * hd + j]) * k.f32()[s * hd + j];
-        row[s] = dot * scale;
-        mx = std::max(mx, row[s]);
-      }
-      for (int64_t s = 0; s < T; ++s) sum += row[s] = std::exp(row[s] - mx);
-      for (int64_t s = 0; s < T; ++s) p.f32()[t * T + s] = float(row[s] / sum);
+  for (int64_t t = 0; t < T; ++t) {
+    double mx = -1e300, sum = 0;
+    for (int64_t s = 0; s < T; ++s) {
+      double dot = 0;
+      for (int64_t j = 0; j < hd; ++j) dot += double(q.f32()[t * hd + j]) * k.f32()[s * hd + j];
+      row[s] = dot * scale;
+      mx = std::max(mx, row[s]);
     }
-    kernels::ReuseWeights wv(vt.f32(), hd, T, decimals);
-    o.seed = mix_seed(opt.seed, h, 1);
-    add_count(values, kernels::count_reuse(p.f32(), T, wv, o));
+    for (int64_t s = 0; s < T; ++s) sum += row[s] = std::exp(row[s] - mx);
+    for (int64_t s = 0; s < T; ++s) p.f32()[t * T + s] = float(row[s] / sum);
   }
-  (void)block;
+  kernels::ReuseWeights wv(vt.f32(), hd, T, decimals);
+  o.seed = mix_seed(opt.seed, h, 1);
+  values = kernels::count_reuse(p.f32(), T, wv, o);
+}
+
+// Every head of one block, the heads in parallel; summed in head order.
+static void count_attention(const ViTConfig& c, const float* qkv, int decimals, const kernels::ReuseCountOptions& opt,
+                            LayerReuse& scores, LayerReuse& values) {
+  const int64_t H = c.heads;
+  std::vector<kernels::ReuseCount> rs(static_cast<size_t>(H)), rv(static_cast<size_t>(H));
+  std::exception_ptr err;
+#pragma omp parallel for schedule(dynamic, 1) num_threads(num_threads())
+  for (int64_t h = 0; h < H; ++h) {
+    try {
+      count_head(c, h, qkv, decimals, opt, rs[h], rv[h]);
+    } catch (...) {
+#pragma omp critical(reuse_attention_error)
+      err = std::current_exception();
+    }
+  }
+  if (err) std::rethrow_exception(err);
+  for (int64_t h = 0; h < H; ++h) {
+    add_count(scores, rs[h]);
+    add_count(values, rv[h]);
+  }
 }
 
 std::vector<LayerReuse> ReuseCounter::count(const float* image, int64_t image_index) {
@@ -114,7 +137,7 @@ std::vector<LayerReuse> ReuseCounter::count(const float* image, int64_t image_in
       LayerReuse scores{prefix + "scores", "attn_scores", block}, values{prefix + "values", "attn_values", block};
       kernels::ReuseCountOptions o = opt;
       o.seed = mix_seed(s_.seed, image_index, int64_t(out.size()));
-      count_attention(m_.cfg, block, qkv, decimals_, o, scores, values);
+      count_attention(m_.cfg, qkv, decimals_, o, scores, values);
       out.push_back(scores);
       out.push_back(values);
     };

@@ -34,7 +34,7 @@ float round_decimal(float x, int d) {
 
 void round_decimal(const float* x, float* y, int64_t n, int d) {
   const double p = pow10_exact(d);
-#pragma omp parallel for schedule(static) if (n > 65536) num_threads(num_threads())
+#pragma omp parallel for schedule(static) if (n > (int64_t(1) << 18)) num_threads(num_threads())
   for (int64_t i = 0; i < n; ++i) y[i] = float(units(x[i], p) / p);
 }
 
@@ -51,7 +51,7 @@ static std::vector<uint64_t> magnitude_codes(const float* x, int64_t n, int d, c
   const double p = pow10_exact(d);
   std::vector<uint64_t> c(static_cast<size_t>(n));
   int64_t bad = -1;
-#pragma omp parallel for schedule(static) reduction(max : bad) if (n > 65536) num_threads(num_threads())
+#pragma omp parallel for schedule(static) reduction(max : bad) if (n > (int64_t(1) << 18)) num_threads(num_threads())
   for (int64_t i = 0; i < n; ++i) {
     const double u = std::fabs(units(x[i], p));
     if (u < kMaxCode) {
@@ -106,7 +106,7 @@ ReuseWeights::ReuseWeights(const float* W, int64_t n, int64_t k, int d) : N(n), 
   const std::vector<uint64_t> codes = magnitude_codes(W, N * K, d, "weight");
   CodeRanks ranks(codes);
   ids.resize(size_t(N * K));
-#pragma omp parallel for schedule(static) if (N * K > 65536) num_threads(num_threads())
+#pragma omp parallel for schedule(static) if (N * K > (int64_t(1) << 18)) num_threads(num_threads())
   for (int64_t i = 0; i < N * K; ++i) ids[i] = ranks.rank(codes[i]);
   values = std::move(ranks.uniq);
   const int64_t nB = distinct();
@@ -171,7 +171,7 @@ static XIndex index_x(const float* X, int64_t T, const ReuseWeights& W) {
   }
   x.nX = int64_t(x.code.size());
   x.xid.resize(size_t(n));
-#pragma omp parallel for schedule(static) if (n > 65536) num_threads(num_threads())
+#pragma omp parallel for schedule(static) if (n > (int64_t(1) << 18)) num_threads(num_threads())
   for (int64_t i = 0; i < n; ++i) x.xid[i] = id_of[ranks.rank(codes[i])];
   // (id, column, count) per column, then grouped by id (counting sort).
   struct Entry {
@@ -222,7 +222,7 @@ static int64_t distinct_pairs(const XIndex& x, const ReuseWeights& W) {
     if (x.present(a)) crow_of[a] = nC++;
   std::vector<uint64_t> crow(size_t(nC * words), 0);
   int64_t total = 0;
-#pragma omp parallel reduction(+ : total) if (int64_t(x.col.size()) * words > 65536) num_threads(num_threads())
+#pragma omp parallel reduction(+ : total) if (int64_t(x.col.size()) * words > (int64_t(1) << 18)) num_threads(num_threads())
   {
     std::vector<uint64_t> acc(static_cast<size_t>(words));
 #pragma omp for schedule(dynamic, 64)
@@ -240,7 +240,7 @@ static int64_t distinct_pairs(const XIndex& x, const ReuseWeights& W) {
   }
   // Pairs a < b of common values with both (a, b) and (b, a) in S.
   int64_t twice = 0;
-#pragma omp parallel for schedule(dynamic, 16) reduction(+ : twice) if (nC * words > 65536) num_threads(num_threads())
+#pragma omp parallel for schedule(dynamic, 16) reduction(+ : twice) if (nC * words > (int64_t(1) << 18)) num_threads(num_threads())
   for (int64_t a = 0; a < nB; ++a) {
     if (crow_of[a] < 0) continue;
     const uint64_t* row = crow.data() + crow_of[a] * words;
@@ -358,11 +358,11 @@ template <typename Mask>
 static int64_t per_output_masked(const XIndex& x, const ReuseWeights& W) {
   const int64_t K = W.K, N = W.N, T = x.T, nB = x.nB;
   std::vector<Mask> onehot(size_t(K * N));  // (K, N)
-#pragma omp parallel for schedule(static) if (K * N > 65536) num_threads(num_threads())
+#pragma omp parallel for schedule(static) if (K * N > (int64_t(1) << 18)) num_threads(num_threads())
   for (int64_t k = 0; k < K; ++k)
     for (int64_t o = 0; o < N; ++o) onehot[k * N + o] = Mask(Mask(1) << W.ids[o * K + k]);
   int64_t total = 0;
-#pragma omp parallel reduction(+ : total) if (T * N * K > 65536) num_threads(num_threads())
+#pragma omp parallel reduction(+ : total) if (T * N * K > (int64_t(1) << 22)) num_threads(num_threads())
   {
     std::vector<std::pair<uint32_t, uint32_t>> order(static_cast<size_t>(K));
     std::vector<Mask> acc(static_cast<size_t>(N)), cmask(static_cast<size_t>(nB * N));
@@ -416,7 +416,7 @@ static int64_t per_output_pairs(const XIndex& x, const ReuseWeights& W, bool mas
   if (masked && x.nB <= 32) return per_output_masked<uint32_t>(x, W);
   if (masked && x.nB <= 64) return per_output_masked<uint64_t>(x, W);
   int64_t total = 0;
-#pragma omp parallel reduction(+ : total) if (x.T * W.N * W.K > 65536) num_threads(num_threads())
+#pragma omp parallel reduction(+ : total) if (x.T * W.N * W.K > (int64_t(1) << 22)) num_threads(num_threads())
   {
     RowScratch s;
     s.local.assign(size_t(x.nB), -1);
@@ -458,6 +458,7 @@ static void sample_estimate(const XIndex& x, const ReuseWeights& W, const ReuseC
   double naive = 0, inv = 0;
   int64_t drawn = 0;
   std::vector<std::pair<uint64_t, uint64_t>> pairs;
+  std::unordered_map<uint64_t, int64_t> freq;  // (x id, w id) -> frequency
   for (int64_t z = 0; z < zones; ++z) {
     const int64_t r0 = T * (z / zc) / zr, r1 = T * (z / zc + 1) / zr;
     const int64_t c0 = N * (z % zc) / zc, c1 = N * (z % zc + 1) / zc;
@@ -472,7 +473,9 @@ static void sample_estimate(const XIndex& x, const ReuseWeights& W, const ReuseC
       const uint32_t a = x.xid[t * K + k], b = W.ids[o * K + k];
       const uint64_t ca = x.code[a], cb = W.values[b];
       pairs.push_back({std::min(ca, cb), std::max(ca, cb)});
-      inv_sum += 1.0 / double(pair_frequency(x, W, a, b));
+      auto [it, fresh] = freq.try_emplace((uint64_t(a) << 32) | b, 0);
+      if (fresh) it->second = pair_frequency(x, W, a, b);  // few distinct pairs at low d: cache them
+      inv_sum += 1.0 / double(it->second);
     }
     std::sort(pairs.begin(), pairs.end());
     const int64_t distinct = std::unique(pairs.begin(), pairs.end()) - pairs.begin();
