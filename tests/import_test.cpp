@@ -276,6 +276,17 @@ TEST(Keymap, ErrorsNameFileAndLine) {
   EXPECT_ERROR_HAS(error_of([] { KeyMap::parse("[z-a] -> b\n", "m"); }), "bad regular expression");
   EXPECT_ERROR_HAS(error_of([] { KeyMap::parse(std::string(40, '(') + "a" + std::string(40, ')') + " -> b", "m"); }),
                    "nests");
+  // Numbers std::regex would overflow on (found by fuzzing); small ones are fine.
+  EXPECT_ERROR_HAS(error_of([] { KeyMap::parse("(a)\\123 -> b\n", "m"); }), "back-reference");
+  EXPECT_ERROR_HAS(error_of([] { KeyMap::parse("a{4444444444444444444} -> b\n", "m"); }), "repetition count");
+  EXPECT_EQ(KeyMap::parse("(a)\\1x{2,3} -> b\n", "m").apply("aaxxx").name, "b");
+  // Shapes that backtrack exponentially (one found by fuzzing: .** on a 24-character name).
+  for (const char* bad : {".**x -> b", "(a*)* -> b", "(a|b)+ -> b", "(?:x+y)* -> b", "(a*){2,} -> b",
+                          ".*a.*b.*c.*d -> b"})
+    EXPECT_ERROR_HAS(error_of([&] { KeyMap::parse(bad, "m"); }), "m:1") << bad;
+  for (const char* good : {"(?:.*\\.)?layers\\.(\\d+)\\.x -> b", "(a|b)c* -> b", "(ab)+ -> b", "[(*+]+ -> b",
+                           "a.*?b -> b", "(a*)? -> b"})
+    EXPECT_NO_THROW(KeyMap::parse(good, "m")) << good;
   EXPECT_THROW(KeyMap::load("/nonexistent/x.map"), UsageError);
 }
 
@@ -450,6 +461,10 @@ TEST(ImportCli, ImportThenInfoAndPredict) {
   EXPECT_EQ(j["config"]["heads"], 3);
   EXPECT_EQ(j["config"]["patch"], 4);
   EXPECT_EQ(j["config"]["classes"], 7);
+  // Through the importer (--arch), a vitkit file's own config is the base.
+  LoadOptions via;
+  via.arch = "torchvision";
+  EXPECT_EQ(load_config(out, via).heads, 3);
   auto m = load_model(out);
   SafetensorsReader io(imp("timm.io.safetensors"));
   Tensor want = io.read("logits");

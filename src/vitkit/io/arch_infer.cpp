@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <map>
+#include <optional>
 #include <set>
 
 #include "vitkit/core/error.h"
@@ -127,18 +128,19 @@ InferredArch infer_arch(const std::vector<SourceTensor>& tensors, const std::str
 }
 
 ViTConfig resolve_arch(const std::vector<SourceTensor>& tensors, const std::string& path, const Layout& layout,
-                       const std::string& preset_name, const std::string& config) {
+                       const std::string& preset_name, const std::string& config, const ViTConfig* base) {
   ViTConfig c;
   std::set<std::string> known;
-  if (!preset_name.empty()) {
-    auto p = preset(preset_name);
+  if (base || !preset_name.empty()) {
+    auto p = base ? std::optional<ViTConfig>(*base) : preset(preset_name);
     if (!p) throw UsageError(cat("--preset: unknown preset '", preset_name, "'"));
     c = *p;
     for (const char* k : {"image_size", "channels", "patch", "dim", "depth", "heads", "mlp_dim", "classes", "norm",
                           "act", "pool"})
       known.insert(k);
   }
-  for (auto& k : apply_config_spec(c, layout.defaults)) known.insert(k);
+  if (!base)
+    for (auto& k : apply_config_spec(c, layout.defaults)) known.insert(k);
 
   const InferredArch inf = infer_arch(tensors, path);
   const ViTConfig& i = inf.cfg;
@@ -155,7 +157,7 @@ ViTConfig resolve_arch(const std::vector<SourceTensor>& tensors, const std::stri
     else if (k == "final_norm") c.final_norm = i.final_norm;
     else if (k == "qkv_bias") c.qkv_bias = i.qkv_bias;
   }
-  if (!preset_name.empty() && c.pre.crop != 0 && c.pre.crop != c.image_size) c.pre.crop = c.image_size;
+  if ((base || !preset_name.empty()) && c.pre.crop != 0 && c.pre.crop != c.image_size) c.pre.crop = c.image_size;
 
   std::set<std::string> given;
   if (!config.empty())

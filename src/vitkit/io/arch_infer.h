@@ -30,11 +30,12 @@ struct InferredArch {
 // (a non-square patch, a position embedding that is not a square grid, ...).
 InferredArch infer_arch(const std::vector<SourceTensor>& tensors, const std::string& path);
 
-// The full architecture: preset (if any), then the layout's defaults, then what
-// the shapes tell, then config (key=value,... or a TOML file). Throws Error
-// listing every key still missing (heads, norm, act, pool, or a core size the
-// shapes did not give), with how to pass them; validates the result.
+// The full architecture: a base (the file's own vitkit metadata, else the
+// preset, if any), then the layout's defaults, then what the shapes tell, then
+// config (key=value,... or a TOML file). Throws Error listing every key still
+// missing (heads, norm, act, pool, or a core size the shapes did not give), with
+// how to pass them; validates the result.
 ViTConfig resolve_arch(const std::vector<SourceTensor>& tensors, const std::string& path, const Layout& layout,
-                       const std::string& preset, const std::string& config);
+                       const std::string& preset, const std::string& config, const ViTConfig* base = nullptr);
 
 }  // namespace vitkit

@@ -1,5 +1,7 @@
 #include "vitkit/io/importer.h"
 
+#include <optional>
+
 #include "vitkit/core/error.h"
 #include "vitkit/io/arch_infer.h"
 #include "vitkit/io/pth.h"
@@ -29,8 +31,20 @@ ImportedCheckpoint import_checkpoint(const std::string& path, const ImportOption
   std::unique_ptr<TensorSource> src = open_checkpoint(path);
   ck.format = dynamic_cast<PthReader*>(src.get()) ? "pth" : "safetensors";
   ck.layout = l.name;
+  // A vitkit file's own config is the base (unless --preset replaces it).
+  std::optional<ViTConfig> base;
+  const auto md = src->metadata();
+  if (auto it = md.find("vitkit.config"); it != md.end() && o.preset.empty()) {
+    try {
+      nlohmann::json j = nlohmann::json::parse(it->second);
+      if (auto pre = md.find("vitkit.preprocess"); pre != md.end()) j["preprocess"] = nlohmann::json::parse(pre->second);
+      base = config_from_json(j);
+    } catch (const std::exception& e) {
+      fail(path, ": metadata vitkit.config is not a valid model config: ", e.what());
+    }
+  }
   ck.source = std::make_unique<RemappedSource>(std::move(src), map);
-  ck.cfg = resolve_arch(ck.source->list(), path, l, o.preset, o.config);
+  ck.cfg = resolve_arch(ck.source->list(), path, l, o.preset, o.config, base ? &*base : nullptr);
   return ck;
 }
 

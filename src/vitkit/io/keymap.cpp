@@ -1,5 +1,7 @@
 #include "vitkit/io/keymap.h"
 
+#include <algorithm>
+#include <cctype>
 #include <sstream>
 
 #include "vitkit/core/error.h"
@@ -12,7 +14,8 @@ namespace {
 
 constexpr size_t kMaxPattern = 1000;  // std::regex compiles recursively: bound its input
 constexpr int kMaxNesting = 32;
-constexpr size_t kMaxName = 1000;     // longer names are never matched (kept as they are)
+constexpr int kMaxUnbounded = 3;      // * + {n,} per pattern: backtracking is O(name length ^ count)
+constexpr size_t kMaxName = 256;      // longer names are never matched (kept as they are)
 
 std::string trim(const std::string& s) {
   size_t b = s.find_first_not_of(" \t\r");
@@ -21,18 +24,76 @@ std::string trim(const std::string& s) {
   return s.substr(b, e - b + 1);
 }
 
-// Deepest nesting of unescaped '(' and '[' (a guard for std::regex's recursive compiler).
-int nesting(const std::string& p) {
-  int depth = 0, deepest = 0;
+// Guards for std::regex, which compiles recursively, reads numbers without
+// overflow checks and matches by backtracking: limits the group nesting depth,
+// back-reference numbers (two digits) and brace counts (four digits), and
+// refuses the shapes that backtrack exponentially or with a high polynomial
+// degree: a repeated group that itself repeats or alternates ((a*)*, (a|b)+),
+// a quantifier on a quantifier (a**), more than kMaxUnbounded unbounded
+// repetitions (* + {n,}) in one pattern.
+void check_pattern(const std::string& p, const std::string& where) {
+  struct Group {
+    bool repeats = false;  // holds an unbounded repetition or an alternation
+  };
+  std::vector<Group> groups(1);
+  bool last_quant = false;          // the previous token was a quantifier
+  bool last_group_repeats = false;  // the previous token was a group that repeats
+  int unbounded = 0;
   for (size_t i = 0; i < p.size(); ++i) {
-    if (p[i] == '\\') {
+    const char c = p[i];
+    const bool quant_before = last_quant, group_before = last_group_repeats;
+    last_quant = last_group_repeats = false;
+    if (c == '\\') {
+      size_t digits = 0;
+      while (i + 1 + digits < p.size() && std::isdigit(static_cast<unsigned char>(p[i + 1 + digits]))) ++digits;
+      if (digits > 2) fail(where, ": back-reference number with more than two digits");
       ++i;
-      continue;
+    } else if (c == '[') {  // a class: up to its unescaped ']' (a leading ']' or '^]' is literal)
+      size_t j = i + 1;
+      if (j < p.size() && p[j] == '^') ++j;
+      if (j < p.size() && p[j] == ']') ++j;
+      while (j < p.size() && p[j] != ']') j += p[j] == '\\' ? 2 : 1;
+      i = j;
+    } else if (c == '(') {
+      groups.emplace_back();
+      if (groups.size() > static_cast<size_t>(kMaxNesting) + 1)
+        fail(where, ": regular expression nests groups deeper than ", kMaxNesting, " levels");
+      if (i + 1 < p.size() && p[i + 1] == '?') ++i;  // (?: (?= (?!
+    } else if (c == ')') {
+      if (groups.size() > 1) {
+        const bool r = groups.back().repeats;
+        groups.pop_back();
+        groups.back().repeats = groups.back().repeats || r;
+        last_group_repeats = r;
+      }
+    } else if (c == '|') {
+      groups.back().repeats = true;
+    } else if (c == '*' || c == '+' || c == '{') {
+      bool unbounded_rep = c != '{', repeats = true;
+      if (c == '{') {
+        size_t j = i + 1, run = 0;
+        std::string body;
+        for (; j < p.size() && p[j] != '}'; ++j) {
+          run = std::isdigit(static_cast<unsigned char>(p[j])) ? run + 1 : 0;
+          if (run > 4) fail(where, ": repetition count in braces with more than four digits");
+          body += p[j];
+        }
+        unbounded_rep = !body.empty() && body.back() == ',';
+        repeats = unbounded_rep || (body != "0" && body != "1" && body != "0,1" && body != "1,1");
+        i = j;
+      }
+      if (quant_before) fail(where, ": a quantifier on a quantifier (such as a** or a+*)");
+      if (group_before && repeats)
+        fail(where, ": a repeated group that itself repeats or alternates (such as (a*)* or (a|b)+) can take "
+                    "exponential time; rewrite it, e.g. with a character class");
+      if (unbounded_rep && ++unbounded > kMaxUnbounded)
+        fail(where, ": more than ", kMaxUnbounded, " unbounded repetitions (*, +, {n,}) in one pattern");
+      if (unbounded_rep) groups.back().repeats = true;
+      last_quant = true;
+    } else if (c == '?') {
+      last_quant = !quant_before;  // after a quantifier: the lazy modifier
     }
-    if (p[i] == '(' || p[i] == '[') deepest = std::max(deepest, ++depth);
-    if ((p[i] == ')' || p[i] == ']') && depth > 0) --depth;
   }
-  return deepest;
 }
 
 // "REGEX -> REPLACEMENT [# comment]" -> rule.
@@ -53,8 +114,7 @@ KeyRule parse_rule(const std::string& line, const std::string& where) {
   if (rep.find_first_of(" \t") != std::string::npos)
     fail(where, ": the replacement '", printable(rep, 120), "' contains a space");
   if (r.pattern.size() > kMaxPattern) fail(where, ": regular expression longer than ", kMaxPattern, " characters");
-  if (nesting(r.pattern) > kMaxNesting)
-    fail(where, ": regular expression nests groups deeper than ", kMaxNesting, " levels");
+  check_pattern(r.pattern, where);
   try {
     r.re = std::make_shared<const std::regex>(r.pattern, std::regex::ECMAScript);
   } catch (const std::regex_error& e) {

@@ -12,6 +12,10 @@
 //
 // A comment may also follow a rule after " #". Rules are tried in order and the
 // first full match wins; a name no rule matches is kept as it is.
+// std::regex backtracks, so patterns that can take exponential time are refused
+// (a repeated group that repeats or alternates inside, like (a*)* or (a|b)+; a
+// quantifier on a quantifier), as are more than three unbounded repetitions in
+// one pattern; names longer than 256 characters are never matched.
 #pragma once
 #include <memory>
 #include <regex>

@@ -101,9 +101,11 @@ void PthReader::open() {
   size_t n = 0;
   if (!in_memory_) {
     InputFile f(path_);
+    archive_size_ = f.size();
     n = static_cast<size_t>(std::min<uint64_t>(f.size(), sizeof head));
     if (n) f.read_at(0, head, n);
   } else {
+    archive_size_ = bytes_.size();
     n = std::min(bytes_.size(), sizeof head);
     if (n) std::memcpy(head, bytes_.data(), n);
   }
@@ -152,10 +154,10 @@ void PthReader::open() {
     fail(path_, ": the zip archive holds several data.pkl (", printable(pkls[0]), ", ", printable(pkls[1]),
          "); expected one torch.save archive");
   prefix_ = pkls[0].substr(0, pkls[0].size() - 8);
-  if (zip_name_locate(zip_->z, (prefix_ + "constants.pkl").c_str(), 0) >= 0)
+  if (zip_name_locate(zip_->z, (prefix_ + "constants.pkl").c_str(), ZIP_FL_ENC_RAW) >= 0)
     fail(path_, ": this is a TorchScript archive (torch.jit.save), not a state dict; load it with torch.jit.load "
                 "and save its weights with torch.save(model.state_dict(), PATH)");
-  const zip_int64_t bo = zip_name_locate(zip_->z, (prefix_ + "byteorder").c_str(), 0);
+  const zip_int64_t bo = zip_name_locate(zip_->z, (prefix_ + "byteorder").c_str(), ZIP_FL_ENC_RAW);
   if (bo >= 0) {
     zip_stat_t st;
     if (zip_stat_index(zip_->z, static_cast<zip_uint64_t>(bo), 0, &st) == 0 && st.size <= 16) {
@@ -210,21 +212,19 @@ const PyObject& find_state_dict(const Pickle& pk, const std::string& where, std:
 
 void PthReader::load_pickle() {
   const std::string pkl_name = prefix_ + "data.pkl";
-  const zip_int64_t idx = zip_name_locate(zip_->z, pkl_name.c_str(), 0);
+  const zip_int64_t idx = zip_name_locate(zip_->z, pkl_name.c_str(), ZIP_FL_ENC_RAW);
   zip_stat_t st;
   if (idx < 0 || zip_stat_index(zip_->z, static_cast<zip_uint64_t>(idx), 0, &st) != 0 ||
       !(st.valid & ZIP_STAT_SIZE))
     fail(path_, ": cannot stat ", printable(pkl_name), " in the archive");
   if (st.size > kMaxPickle) fail(path_, ": ", printable(pkl_name), " is ", st.size, " bytes, more than the 1 GiB cap");
-  if (st.comp_method != ZIP_CM_STORE && (st.valid & ZIP_STAT_COMP_SIZE) && st.size > st.comp_size * kMaxRatio + 4096)
-    fail(path_, ": ", printable(pkl_name), " claims a compression ratio no zip can reach");
+  check_entry_size(st.size, st.comp_size, st.comp_method == ZIP_CM_STORE, cat(path_, ": ", printable(pkl_name)));
   std::vector<uint8_t> pkl(static_cast<size_t>(st.size));
   read_entry(idx, pkl_name, 0, pkl.data(), pkl.size());
   const std::string where = cat(path_, ": ", printable(pkl_name));
   const Pickle pk = unpickle(pkl.data(), pkl.size(), where);
 
   const PyObject& dict = find_state_dict(pk, path_, &dict_key_);
-  std::map<std::string, size_t> seen;
   for (size_t i = 0; i + 1 < dict.items.size(); i += 2) {
     const PyObject& k = pk.at(dict.items[i]);
     const PyObject& v = pk.at(dict.items[i + 1]);
@@ -241,7 +241,9 @@ void PthReader::load_pickle() {
     const std::string what = cat(path_, ": tensor '", printable(t.name), "'");
 
     // The storage's zip entry holds exactly numel elements of its dtype.
-    const zip_int64_t e = zip_name_locate(zip_->z, t.storage.c_str(), 0);
+    if (ps.key.empty() || ps.key.find_first_of(std::string("/\0", 2)) != std::string::npos)
+      fail(what, ": storage key '", printable(ps.key), "' is not a plain entry name");
+    const zip_int64_t e = zip_name_locate(zip_->z, t.storage.c_str(), ZIP_FL_ENC_RAW);
     if (e < 0)
       fail(what, ": its storage ", printable(t.storage), " is missing from the archive (truncated or incomplete file?)");
     zip_stat_t es;
@@ -251,8 +253,8 @@ void PthReader::load_pickle() {
     if (es.size != need)
       fail(what, ": its storage ", printable(t.storage), " holds ", es.size, " bytes, but the pickle declares ",
            ps.numel, " ", dtype_name(ps.dtype), " elements (", need, " bytes)");
-    if (es.comp_method != ZIP_CM_STORE && (es.valid & ZIP_STAT_COMP_SIZE) && es.size > es.comp_size * kMaxRatio + 4096)
-      fail(what, ": its storage ", printable(t.storage), " claims a compression ratio no zip can reach");
+    check_entry_size(es.size, es.comp_size, es.comp_method == ZIP_CM_STORE,
+                     cat(what, ": its storage ", printable(t.storage)));
     t.entry = e;
 
     // The view (offset, size, stride) stays inside the storage.
@@ -269,11 +271,11 @@ void PthReader::load_pickle() {
         fail(what, ": a broadcast view of ", numel, " elements over a storage of ", ps.numel, " is too large");
     }
     t.contiguous = is_contiguous(t);
-    auto it = seen.find(t.name);
-    if (it != seen.end()) {
+    auto it = index_.find(t.name);
+    if (it != index_.end()) {
       tensors_[it->second] = std::move(t);  // a repeated key: the last value wins, as in Python
     } else {
-      seen[t.name] = tensors_.size();
+      index_[t.name] = tensors_.size();
       tensors_.push_back(std::move(t));
     }
   }
@@ -314,9 +316,16 @@ void PthReader::read_entry(int64_t entry, const std::string& entry_name, uint64_
 }
 
 const PthTensor& PthReader::find(const std::string& name) const {
-  for (auto& t : tensors_)
-    if (t.name == name) return t;
-  fail(path_, ": no tensor named '", printable(name), "'");
+  auto it = index_.find(name);
+  if (it == index_.end()) fail(path_, ": no tensor named '", printable(name), "'");
+  return tensors_[it->second];
+}
+
+void PthReader::check_entry_size(uint64_t size, uint64_t comp_size, bool stored, const std::string& what) const {
+  if (stored && size > archive_size_)
+    fail(what, " claims ", size, " bytes, more than the whole file (", archive_size_, " bytes): corrupted");
+  if (!stored && (comp_size > archive_size_ || size > comp_size * kMaxRatio + 4096))
+    fail(what, " claims ", size, " bytes from ", comp_size, " compressed: no zip compresses that much; corrupted");
 }
 
 std::vector<SourceTensor> PthReader::list() const {

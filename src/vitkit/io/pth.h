@@ -13,6 +13,7 @@
 // its zip entry, before anything is read. Tensor data is read on demand.
 #pragma once
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -59,6 +60,9 @@ class PthReader : public TensorSource {
   void open();
   void load_pickle();
   const PthTensor& find(const std::string& name) const;
+  // Checks that an entry's declared size is possible in this archive: stored
+  // data no larger than the file, compressed data at most ~1100 times its size.
+  void check_entry_size(uint64_t size, uint64_t comp_size, bool stored, const std::string& what) const;
   // Reads bytes [begin, begin + n) of zip entry `entry` into dst.
   void read_entry(int64_t entry, const std::string& entry_name, uint64_t begin, void* dst, size_t n) const;
   // The tensor's elements, row-major, in its dtype, into dst (numel * dtype_size bytes).
@@ -71,7 +75,9 @@ class PthReader : public TensorSource {
   mutable std::mutex mu_;       // libzip handles are not thread-safe
   std::string prefix_;          // "<archive>/"
   std::string dict_key_;
+  uint64_t archive_size_ = 0;
   std::vector<PthTensor> tensors_;
+  std::map<std::string, size_t> index_;  // name -> tensors_ index
 };
 
 enum class CheckpointFormat { Safetensors, TorchZip, TorchLegacy, Unknown };
