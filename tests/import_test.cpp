@@ -444,6 +444,9 @@ TEST(ImportArch, RejectsShapesItCannotRepresent) {
   t = tv_like(8, 1, 8, 2, 3, 4, 17);
   t.push_back({"fc_norm.weight", DType::F32, {8}});
   EXPECT_ERROR_HAS(error_of([&] { infer_arch(t, "f.pth"); }), "fc_norm");
+  t = tv_like(8, 1, 8, 2, 3, 4, 17);
+  t.push_back({"blocks.0.ls1.gamma", DType::F32, {8}});
+  EXPECT_ERROR_HAS(error_of([&] { infer_arch(t, "f.pth"); }), "LayerScale");
 }
 
 // ------------------------------------------------------------ the CLI

@@ -57,6 +57,10 @@ InferredArch infer_arch(const std::vector<SourceTensor>& tensors, const std::str
   auto where = [&](const SourceTensor* t) { return cat(path, ": tensor '", printable(t->name), "'"); };
   auto known = [&](const char* k) { r.keys.push_back(k); };
 
+  for (auto& t : tensors)
+    if (t.name.find(".ls1.gamma") != std::string::npos || t.name.find(".ls2.gamma") != std::string::npos)
+      fail(path, ": tensor '", printable(t.name), "' is a LayerScale (timm's init_values), which vitkit's ViT "
+                 "does not have");
   if (get("fc_norm.weight"))
     fail(path, ": a norm after pooling (fc_norm.weight: timm's global_pool='avg') is not supported; vitkit's "
                "final norm is applied to every token before pooling");
