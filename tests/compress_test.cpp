@@ -19,6 +19,7 @@
 #include "vitkit/io/model_io.h"
 #include "vitkit/model/forward.h"
 #include "vitkit/model/init.h"
+#include "vitkit/report/svg_plot.h"
 
 using namespace vitkit;
 namespace fs = std::filesystem;
@@ -291,4 +292,33 @@ TEST(CompressCli, CompressThenAnalyzeReuse) {
   r = test::run_cli("analyze reuse " + model + " --data " + data + " --decimals 8 -q");
   EXPECT_EQ(r.code, 2);
   EXPECT_NE(r.err.find("--decimals"), std::string::npos) << r.err;
+}
+
+TEST(SvgPlot, TicksAndDocument) {
+  EXPECT_EQ(plot_ticks(0, 100, false), (std::vector<double>{0, 20, 40, 60, 80, 100}));
+  EXPECT_EQ(plot_ticks(0.01, 100, true), (std::vector<double>{0.01, 0.1, 1, 10, 100}));
+  EXPECT_EQ(plot_ticks(1, 10, true), (std::vector<double>{1, 2, 5, 10}));
+  Plot p;
+  p.title = "a <b> & c";
+  p.x.label = "d";
+  p.y.label = "hits";
+  PlotSeries s;
+  s.name = "overall";
+  s.x = {1, 2, 3};
+  s.y = {99, 88, NAN};  // non-finite points are skipped
+  p.series.push_back(s);
+  PlotSeries r = s;
+  r.name = "loss";
+  r.right = true;
+  r.y = {10, 0.1, 0};
+  p.y2.log = true;  // 0 is skipped on a log axis
+  p.series.push_back(r);
+  p.lines.push_back({0.5, "0.5 point", true});
+  const std::string svg = render_svg({p, p});
+  EXPECT_EQ(svg.rfind("<?xml", 0), 0u);
+  EXPECT_NE(svg.find("a &lt;b&gt; &amp; c"), std::string::npos);
+  EXPECT_EQ(svg.find("<b>"), std::string::npos);
+  EXPECT_NE(svg.find("width=\"1040\""), std::string::npos);  // two panels of 520
+  EXPECT_EQ(svg.find("nan"), std::string::npos);
+  EXPECT_EQ(svg.find("inf"), std::string::npos);
 }

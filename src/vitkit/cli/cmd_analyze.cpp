@@ -2,6 +2,7 @@
 //   reuse MODEL --data D --decimals 1,2,3,4 --images N [--attention] [--sample N]
 //         [--json] [--csv FILE] [--plot FILE.svg]: weights rounded to d decimals,
 //         accuracy lost and percentage hits counted exactly (docs/reuse.md).
+#include <algorithm>
 #include <cstdio>
 #include <numeric>
 
@@ -166,10 +167,16 @@ std::string plot_of(const ReuseStudy& st, const std::string& model) {
     loss.xticks = ds;
     PlotSeries w = series("weights rounded", ds), a = series("weights and inputs rounded", ds);
     for (auto& r : st.rows) w.y.push_back(r.loss_weights), a.y.push_back(r.loss_all);
-    bool positive = true;
-    for (double v : w.y) positive = positive && v > 0;
-    for (double v : a.y) positive = positive && v > 0;
-    loss.y.log = positive;
+    // Losses spanning decades (11 points at d = 1, 0.1 at d = 2) need a log axis;
+    // losses at or below 0.01 point (one image in 10,000) are drawn at 0.01.
+    double worst = 0;
+    for (auto& r : st.rows) worst = std::max({worst, r.loss_weights, r.loss_all});
+    if (worst > 2) {
+      loss.y.log = true;
+      loss.y.label = "top-1 loss (points; <= 0.01 drawn at 0.01)";
+      for (auto* s : {&w, &a})
+        for (double& v : s->y) v = std::max(v, 0.01);
+    }
     loss.series = {w, a};
     loss.lines.push_back({0.5, "0.5 point"});
     panels.push_back(loss);
