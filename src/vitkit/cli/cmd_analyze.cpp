@@ -47,6 +47,25 @@ std::vector<std::string> kinds_of(const ReuseStudy& st) {
   return v;
 }
 
+// Hits per block (rows) and decimals (columns), mean over images.
+void print_blocks(const ReuseStudy& st) {
+  std::vector<std::string> cols{"block"};
+  for (auto& r : st.rows) cols.push_back("d=" + std::to_string(r.decimals));
+  Table t(cols);
+  std::vector<int> right(cols.size());
+  std::iota(right.begin(), right.end(), 0);
+  t.right_align(right);
+  const size_t blocks = st.rows.empty() ? 0 : st.rows[0].reuse.block_hits.size();
+  for (size_t b = 0; b < blocks; ++b) {
+    std::vector<std::string> row{std::to_string(b)};
+    for (auto& r : st.rows) row.push_back(b < r.reuse.block_hits.size() ? pct(r.reuse.block_hits[b].mean) : "-");
+    t.add(row);
+  }
+  std::printf("Hits per block (its rounded linears, %%, mean over images)\n");
+  std::fputs(t.text().c_str(), stdout);
+  std::printf("\n");
+}
+
 void print_text(const ReuseStudy& st, const ReuseCliOpts& o) {
   const std::vector<std::string> kinds = kinds_of(st);
   if (st.evaluated)
@@ -75,6 +94,7 @@ void print_text(const ReuseStudy& st, const ReuseCliOpts& o) {
   std::printf(
       "(W: weights rounded; W+A: weights and layer inputs rounded; loss in points; hits in %%, "
       "mean over images)\n\n");
+  print_blocks(st);
   // Engine.
   Table e({"d", "multiplications", "per-output engine", "%", "product table", "%", "seconds"});
   e.right_align({0, 1, 2, 3, 4, 5, 6});
