@@ -322,11 +322,17 @@ class Sweep {
         }
   }
 
-  // The model in precision p, built once (fp32: the model itself).
+  // The model in precision p, built once (fp32: the model itself; a sweep of
+  // one other precision converts the model in place, so its peak RSS has no copy).
   const ViT& variant(const std::string& p) {
     const PrecisionSpec* s = find_precision(p);
     check(s != nullptr, "bench: unknown precision '", p, "'");
     if (!s->convert) return base_;
+    if (o_.precisions.size() == 1 && !o_.train) {  // the only precision: convert the model itself, no copy
+      if (!base_converted_) s->convert(base_);
+      base_converted_ = true;
+      return base_;
+    }
     auto& v = variants_[p];
     if (!v) {
       v = base_.clone();
@@ -453,6 +459,7 @@ class Sweep {
   std::map<std::string, std::unique_ptr<ViT>> variants_;
   std::vector<std::map<std::string, prof::Entry>> profs_;
   bool profiling_ = false;  // the timed reps record a per-op profile
+  bool base_converted_ = false;  // the model itself was given the sweep's only precision
 };
 
 void check_options(const BenchOptions& o) {

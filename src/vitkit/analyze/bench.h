@@ -94,7 +94,8 @@ struct BenchReport {
 };
 
 // The sweep: rows ordered precision, batch, threads. `label` names the model in
-// the rows (the file or preset it came from).
+// the rows (the file or preset it came from). The model may change: training
+// updates its weights, and a sweep of a single non-fp32 precision converts it.
 BenchReport run_bench(ViT& model, const std::string& label, const BenchOptions& o);
 
 // A row's profile as a table (op, ms per rep, share, calls per rep).
