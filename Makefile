@@ -39,7 +39,7 @@ test: build
 	cd $(BUILD) && ctest --output-on-failure -j $(JOBS) --timeout 1800
 
 bench: build
-	./bench/peers/run.sh
+	VITKIT=$(abspath $(BUILD))/vitkit ./bench/peers/run.sh
 
 clean:
 	rm -rf $(BUILD)
