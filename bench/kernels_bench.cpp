@@ -85,4 +85,21 @@ static void BM_Gemm(benchmark::State& st) {
 BENCHMARK(BM_Gemm)->Args({6400, 384, 128, 1})->Args({6400, 384, 128, 2})->Args({197, 2304, 768, 2})
     ->Args({197, 3072, 768, 2});
 
+// The two products of a linear layer's backward pass (training shapes of the
+// default model: 6400 token rows, 128 -> 384): dX = dY W and dW += dY^T X.
+static void BM_GemmBackward(benchmark::State& st) {
+  set_num_threads(int(st.range(3)));
+  const int64_t M = st.range(0), N = st.range(1), K = st.range(2);  // Y (M, N) = X (M, K) W^T
+  auto dy = randv(M * N, 1), w = randv(N * K, 2), x = randv(M * K, 3);
+  std::vector<float> dx(M * K), dw(N * K);
+  for (auto _ : st) {
+    if (st.range(4) == 0) kernels::gemm(false, false, M, K, N, 1.f, dy.data(), N, w.data(), K, 0.f, dx.data(), K);
+    else kernels::gemm(true, false, N, K, M, 1.f, dy.data(), N, x.data(), K, 1.f, dw.data(), K);
+  }
+  st.counters["GFLOP/s"] = benchmark::Counter(double(2 * M * N * K) * st.iterations(), benchmark::Counter::kIsRate);
+}
+BENCHMARK(BM_GemmBackward)->ArgNames({"M", "N", "K", "threads", "dW"})
+    ->Args({6400, 384, 128, 2, 0})->Args({6400, 384, 128, 2, 1})->Args({6400, 128, 256, 2, 0})
+    ->Args({6400, 128, 256, 2, 1});
+
 BENCHMARK_MAIN();

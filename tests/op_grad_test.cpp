@@ -972,6 +972,7 @@ struct Variant {
   Pooling pool;
   bool class_token, final_norm, qkv_bias;
   int depth;
+  float dropout = 0.f;  // masks fixed by Acts::dropout_seed, so FD sees one function
 };
 
 void check_block(const Variant& vt, uint64_t seed) {
@@ -984,6 +985,7 @@ void check_block(const Variant& vt, uint64_t seed) {
   cfg.norm = vt.norm, cfg.act = vt.act, cfg.pool = vt.pool;
   cfg.class_token = vt.class_token, cfg.final_norm = vt.final_norm, cfg.qkv_bias = vt.qkv_bias;
   cfg.pre.mean = {0.5f, 0.5f}, cfg.pre.std = {0.5f, 0.5f};
+  cfg.dropout = vt.dropout;
   ViT m(cfg);
   Rng rng(seed);
   for (int i = 0; i < m.params.size(); ++i) {
@@ -1001,6 +1003,8 @@ void check_block(const Variant& vt, uint64_t seed) {
   FVec images = randn(rng, B * cfg.channels * cfg.image_size * cfg.image_size), v = randn(rng, B * cfg.classes);
   Acts acts;
   acts.plan(cfg, B, /*train=*/true);
+  acts.dropout_seed = seed;
+  if (vt.dropout > 0) EXPECT_TRUE(acts.dropout());
   auto loss = [&] {
     vit_forward(m, images.data(), B, acts);
     double L = 0;
@@ -1078,6 +1082,8 @@ const Variant kVariants[] = {
     {"pre_gelu_cls_final_bias_depth2", NormPlacement::Pre, Activation::Gelu, Pooling::Cls, true, true, true, 2},
     {"post_tanh_cls_final_nobias_depth2", NormPlacement::Post, Activation::GeluTanh, Pooling::Cls, true, true, false,
      2},
+    {"pre_gelu_cls_dropout", NormPlacement::Pre, Activation::Gelu, Pooling::Cls, true, true, true, 2, 0.3f},
+    {"post_relu_mean_dropout", NormPlacement::Post, Activation::Relu, Pooling::Mean, true, false, true, 1, 0.3f},
 };
 
 TEST(BlockGrad, AllVariants) {

@@ -7,6 +7,7 @@ namespace vitkit::cli {
 void register_info(CLI::App& app);
 void register_eval(CLI::App& app);
 void register_predict(CLI::App& app);
+void register_train(CLI::App& app);
 void register_import(CLI::App& app);
 void register_bench(CLI::App& app);
 void register_compress(CLI::App& app);

@@ -14,6 +14,7 @@ int main(int argc, char** argv) {
   vitkit::cli::register_info(app);
   vitkit::cli::register_eval(app);
   vitkit::cli::register_predict(app);
+  vitkit::cli::register_train(app);
   vitkit::cli::register_import(app);
   vitkit::cli::register_bench(app);
   vitkit::cli::register_compress(app);

@@ -6,6 +6,7 @@
 #include "vitkit/core/profile.h"
 #include "vitkit/kernels/activations.h"
 #include "vitkit/kernels/attention.h"
+#include "vitkit/kernels/dropout.h"
 #include "vitkit/kernels/layernorm.h"
 #include "vitkit/model/layers.h"
 
@@ -13,9 +14,10 @@ namespace vitkit {
 
 void BackWork::plan(const ViTConfig& c, int64_t B) {
   const int64_t T = c.tokens(), D = c.dim, M = c.mlp_dim, P = c.patches();
-  const int64_t sizes[8] = {B * T * D, B * T * D, B * T * D, B * T * D, 3 * B * T * D, B * T * M, B * P * D, B * D};
+  const int64_t sizes[9] = {B * T * D,     B * T * D, B * T * D, B * T * D, 3 * B * T * D,
+                            B * T * M, B * P * D, B * D,     c.dropout > 0 ? B * T * D : 0};
   int64_t off = 0;
-  for (int i = 0; i < 8; ++i) {
+  for (int i = 0; i < 9; ++i) {
     off_[i] = off;
     off += (sizes[i] + 15) / 16 * 16;
   }
@@ -48,13 +50,25 @@ void linear_back(const Ctx& c, const Linear& l, const float* dY, const float* X,
   linear_backward(dY, X, c.m.W(l), dX, c.G(l.w), c.G(l.b), rows, l.in, l.out, accumulate);
 }
 
+// The gradient d (n) through a dropout mask (into work.ddrop()), or d itself
+// without dropout.
+const float* through_mask(const Ctx& c, const float* d, const uint8_t* mask, int64_t n) {
+  if (!c.a.dropout()) return d;
+  float* out = c.w.ddrop();
+  std::memcpy(out, d, sizeof(float) * n);
+  kernels::dropout_backward(out, mask, n, c.m.cfg.dropout);
+  return out;
+}
+
 // MLP backward: d (B,T,D) gradient of fc2's output; in (B,T,D) fc1's input.
 // dX_in (B,T,D) gets fc1's input gradient (overwritten or accumulated).
 void mlp_back(const Ctx& c, int l, const float* d, const float* in, float* din, bool accumulate) {
   const Block& blk = c.m.blocks[l];
   const int64_t BT = c.a.batch() * c.m.cfg.tokens(), M = c.m.cfg.mlp_dim;
   float* dfc = c.w.dfc();
-  linear_back(c, blk.fc2, d, c.a.fc1_act(l), dfc, BT);                      // dfc = d W2
+  const float* dy = through_mask(c, d, c.a.mask_fc2(l), BT * c.m.cfg.dim);
+  linear_back(c, blk.fc2, dy, c.a.fc1_act(l), dfc, BT);  // dfc = d W2
+  if (c.a.dropout()) kernels::dropout_backward(dfc, c.a.mask_act(l), BT * M, c.m.cfg.dropout);
   {
     VK_PROF("bwd.act");
     kernels::act_backward(c.m.cfg.act, c.a.fc1(l), dfc, dfc, BT * M);  // dfc = act'(h) dfc
@@ -68,7 +82,7 @@ void attn_back(const Ctx& c, int l, const float* d, const float* in, float* din,
   const Block& blk = c.m.blocks[l];
   const ViTConfig& cfg = c.m.cfg;
   const int64_t B = c.a.batch(), T = cfg.tokens(), D = cfg.dim, BT = B * T;
-  linear_back(c, blk.proj, d, c.a.att(l), c.w.datt(), BT);
+  linear_back(c, blk.proj, through_mask(c, d, c.a.mask_attn(l), BT * D), c.a.att(l), c.w.datt(), BT);
   {
     VK_PROF("bwd.attention");
     kernels::attention_backward(c.w.datt(), c.a.qkv(l), c.a.att(l), c.a.lse(l), c.w.dqkv(), B, T, D, cfg.heads);
@@ -130,7 +144,8 @@ void vit_backward(const ViT& m, Acts& a, const float* dlogits, float* grads, Bac
     if (cfg.norm == NormPlacement::Pre) block_back_pre(c, l);
     else block_back_post(c, l);
   }
-  // tokens: stream(0) = [cls; emb] + pos; patch embedding: emb = cols Wp^T + bp
+  // tokens: stream(0) = dropout([cls; emb] + pos); patch embedding: emb = cols Wp^T + bp
+  if (a.dropout()) kernels::dropout_backward(w.dres(), a.mask_emb(), BT * D, cfg.dropout);
   tokens_backward(w.dres(), w.demb(), c.G(m.cls), c.G(m.pos), B, P, D, cfg.class_token);
   linear_back(c, m.patch, w.demb(), a.cols(), nullptr, B * P);
 }

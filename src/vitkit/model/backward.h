@@ -20,11 +20,12 @@ class BackWork {
   float* dfc() { return p(5); }    // (B, T, M)
   float* demb() { return p(6); }   // (B, P, D)
   float* dpooled() { return p(7); }  // (B, D)
+  float* ddrop() { return p(8); }    // (B, T, D) a gradient through a dropout mask
 
  private:
   float* p(int i) { return mem_.f32() + off_[i]; }
   Tensor mem_;
-  int64_t off_[8] = {};
+  int64_t off_[9] = {};
 };
 
 // grads (ParamTable layout, params.total() floats) += d loss / d params, given

@@ -7,6 +7,7 @@
 #include "vitkit/core/profile.h"
 #include "vitkit/kernels/activations.h"
 #include "vitkit/kernels/attention.h"
+#include "vitkit/kernels/dropout.h"
 #include "vitkit/kernels/layernorm.h"
 #include "vitkit/model/layers.h"
 #include "vitkit/model/linear_apply.h"
@@ -45,6 +46,20 @@ void Acts::plan(const ViTConfig& c, int64_t B, bool train) {
   slot(pooled_, B * D, 1);
   slot(logits_, B * c.classes, 1);
   if (!mem_.defined() || mem_.numel() < off) mem_ = Tensor::empty({off});
+  drop_ = train && c.dropout > 0;
+  if (drop_) {
+    int64_t moff = 0;
+    auto mslot = [&](Slot& s, int64_t per, int64_t count) {
+      s.size = (per + 63) / 64 * 64;
+      s.offset = moff;
+      moff += s.size * count;
+    };
+    mslot(memb_, BTD, 1);
+    mslot(mattn_, BTD, L);
+    mslot(mact_, BT * M, L);
+    mslot(mfc2_, BTD, L);
+    if (!masks_.defined() || masks_.numel() < moff) masks_ = Tensor::empty({moff}, DType::U8);
+  }
   B_ = B;
   btd_ = stream_.size;
   train_ = train;
@@ -89,6 +104,7 @@ static void block_forward(const ViT& m, int l, Acts& a, const ForwardHooks* hook
   if (train) {
     mid = a.res1(l);
     lin(m, hooks, blk.proj, a.att(l), mid, BT);
+    if (a.dropout()) kernels::dropout_forward(mid, a.mask_attn(l), BT * D, c.dropout, a.dropout_seed, 1 + 4 * l);
     VK_PROF("fwd.add");
     add_forward(mid, x, mid, BT * D);
   } else {
@@ -113,6 +129,7 @@ static void block_forward(const ViT& m, int l, Acts& a, const ForwardHooks* hook
     lin(m, hooks, blk.fc1, mlp_in, a.fc1(l), BT);
     VK_PROF("fwd.act");
     kernels::act_forward(c.act, a.fc1(l), a.fc1_act(l), BT * M);
+    if (a.dropout()) kernels::dropout_forward(a.fc1_act(l), a.mask_act(l), BT * M, c.dropout, a.dropout_seed, 2 + 4 * l);
   } else {
     kernels::Epilogue e = c.act == Activation::Gelu       ? kernels::Epilogue::Gelu
                           : c.act == Activation::GeluTanh ? kernels::Epilogue::GeluTanh
@@ -122,6 +139,7 @@ static void block_forward(const ViT& m, int l, Acts& a, const ForwardHooks* hook
   float* sum2 = train ? (pre ? out : a.res2(l)) : mid;
   if (train) {
     lin(m, hooks, blk.fc2, a.fc1_act(l), sum2, BT);
+    if (a.dropout()) kernels::dropout_forward(sum2, a.mask_fc2(l), BT * D, c.dropout, a.dropout_seed, 3 + 4 * l);
     VK_PROF("fwd.add");
     add_forward(sum2, mid, sum2, BT * D);
   } else {
@@ -146,6 +164,7 @@ void vit_forward(const ViT& m, const float* images, int64_t B, Acts& a, const Fo
   lin(m, hooks, m.patch, a.cols(), a.emb(), B * P);
   // Tokens: stream(0) (B,T,D) = [class token; emb] + pos
   tokens_forward(a.emb(), m.cls >= 0 ? m.params.ptr(m.cls) : nullptr, m.params.ptr(m.pos), a.stream(0), B, P, D);
+  if (a.dropout()) kernels::dropout_forward(a.stream(0), a.mask_emb(), BT * D, c.dropout, a.dropout_seed, 0);
   for (int l = 0; l < c.depth; ++l) block_forward(m, l, a, hooks);
   // Final norm (B,T,D), pooling (B,D), head (B,classes)
   const float* enc = a.stream(c.depth);

@@ -44,6 +44,16 @@ class Acts {
   float* lnf_rstd() { return buf(lnfr_); }
   float* pooled() { return buf(pooled_); }
   float* logits() { return buf(logits_); }
+  // Dropout (training with cfg.dropout > 0): keep masks of the embeddings
+  // (B, T, D) and, per block, of the attention output (B, T, D), the MLP
+  // activation (B, T, M) and the MLP output (B, T, D). Null otherwise.
+  bool dropout() const { return drop_; }
+  uint8_t* mask_emb() { return mbuf(memb_, 0); }
+  uint8_t* mask_attn(int l) { return mbuf(mattn_, l); }
+  uint8_t* mask_act(int l) { return mbuf(mact_, l); }
+  uint8_t* mask_fc2(int l) { return mbuf(mfc2_, l); }
+  // Seed of this step's dropout masks (set by the trainer before each step).
+  uint64_t dropout_seed = 0;
 
  private:
   struct Slot {
@@ -51,7 +61,10 @@ class Acts {
   };
   float* buf(const Slot& s) { return mem_.f32() + s.offset; }
   float* blk(const Slot& s, int l) { return mem_.f32() + s.offset + (train_ ? l : 0) * s.size; }
-  Tensor mem_;
+  uint8_t* mbuf(const Slot& s, int l) { return drop_ ? masks_.data<uint8_t>() + s.offset + l * s.size : nullptr; }
+  Tensor mem_, masks_;
+  bool drop_ = false;
+  Slot memb_, mattn_, mact_, mfc2_;
   int64_t B_ = 0, btd_ = 0;
   bool train_ = false;
   Slot cols_, emb_, stream_, ln1_, ln1m_, ln1r_, qkv_, att_, lse_, res1_, ln2_, ln2m_, ln2r_, fc1_, fc1a_, res2_,

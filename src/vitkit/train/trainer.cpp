@@ -191,6 +191,8 @@ void Trainer::train_epoch(int epoch) {
       augment_batch(gathered.f32(), o.batch.f32(), B, C, S, aug, cfg_.seed * 7919ull + uint64_t(epoch), ids.data());
     }
     o.acts.plan(mc, B, true);
+    // Dropout masks depend on (seed, global step) only: resumed runs draw the same masks.
+    o.acts.dropout_seed = cfg_.seed * 0x9E3779B97F4A7C15ull + static_cast<uint64_t>(step_);
     vit_forward(*model_, o.batch.f32(), B, o.acts);
     int64_t correct = 0;
     const float a = teacher_ ? cfg_.distill.alpha : 0.f;
