@@ -1004,7 +1004,9 @@ void check_block(const Variant& vt, uint64_t seed) {
   Acts acts;
   acts.plan(cfg, B, /*train=*/true);
   acts.dropout_seed = seed;
-  if (vt.dropout > 0) EXPECT_TRUE(acts.dropout());
+  if (vt.dropout > 0) {
+    EXPECT_TRUE(acts.dropout());
+  }
   auto loss = [&] {
     vit_forward(m, images.data(), B, acts);
     double L = 0;

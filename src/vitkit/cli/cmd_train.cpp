@@ -14,7 +14,7 @@ namespace {
 
 struct TrainOpts {
   std::string config, output, resume, init;
-  int epochs = 0;
+  int epochs = 0, stop_after = 0;
   int64_t limit = 0;
   bool profile = false;
   LoadOptions load;
@@ -39,18 +39,22 @@ void run_train(const TrainOpts& o) {
   if (!o.init.empty()) init = load_model(o.init, o.load);
   Trainer t(cfg, TrainPaths::beside(out), std::move(init));
   if (!o.resume.empty()) t.resume(o.resume);
-  const auto& hist = t.run();
+  const auto& hist = t.run(o.stop_after);
   if (o.profile) print_profile();
   TrainPaths p = TrainPaths::beside(out);
+  const bool finished = t.epochs_done() == cfg.epochs;
   if (o.common.json) {
     nlohmann::json h = nlohmann::json::array();
     for (auto& r : hist) h.push_back(r.to_json());
-    print_json({{"model", out}, {"checkpoint", p.checkpoint}, {"history_csv", p.history_csv},
+    print_json({{"model", finished ? out : ""}, {"finished", finished}, {"epochs_done", t.epochs_done()}, {"checkpoint", p.checkpoint}, {"history_csv", p.history_csv},
                 {"history_json", p.history_json}, {"history", h}, {"config", cfg.to_json()}});
     return;
   }
+  if (hist.empty()) return;
   const EpochRecord& last = hist.back();
-  std::printf("model      %s\n", out.c_str());
+  if (finished) std::printf("model      %s\n", out.c_str());
+  else std::printf("stopped    after epoch %d of %d; continue with --resume %s\n", t.epochs_done(), cfg.epochs,
+                   p.checkpoint.c_str());
   std::printf("epochs     %d (%lld steps)\n", last.epoch, (long long)last.steps);
   if (last.evaluated) std::printf("test top-1 %.2f%% (top-5 %.2f%%)\n", 100 * last.test_top1, 100 * last.test_top5);
   double secs = 0;
@@ -71,6 +75,9 @@ void register_train(CLI::App& app) {
   cmd->add_option("--init", o->init, "Fine-tune this model instead of a new one");
   cmd->add_option("--epochs", o->epochs, "Override the config's epochs")->check(CLI::PositiveNumber);
   cmd->add_option("--limit", o->limit, "Override the config's train_limit (first N training images)")
+      ->check(CLI::PositiveNumber);
+  cmd->add_option("--stop-after", o->stop_after,
+                  "Stop after this epoch (checkpoint and history written; no model yet): train in parts")
       ->check(CLI::PositiveNumber);
   cmd->add_flag("--profile", o->profile, "Print where the time went, per op (stderr)");
   add_common(cmd, o->common);

@@ -71,6 +71,9 @@ TrainConfig parse_train_config(const std::string& text, const std::string& name)
   TrainConfig c;
   c.source = text;
   // [model]: ViTConfig keys (model/config.h), preset first.
+  if (!root.contains("model"))
+    throw UsageError(cat(name, ": no [model] section: give the architecture (preset = \"vit_b_16\", or image_size, "
+                           "patch, dim, depth, heads, mlp_dim, classes, ...)"));
   const toml::table& model = section(root, "model", name);
   std::vector<std::pair<std::string, std::string>> kv;
   for (auto& [k, v] : model) kv.emplace_back(std::string(k.str()), toml_text(v, std::string(k.str()), name + " [model]"));

@@ -314,19 +314,20 @@ void Trainer::save_history() const {
   write_text_atomic(paths_.history_csv, csv);
 }
 
-const std::vector<EpochRecord>& Trainer::run() {
+const std::vector<EpochRecord>& Trainer::run(int stop_after) {
   load_data();
   if (progress_enabled())
     std::fprintf(stderr, "train: %s\ntest: %s\nmodel: %lld parameters; %d epochs of %lld steps\n",
                  data_->train.what.c_str(), data_->test.what.c_str(), (long long)model_->params.count(),
                  cfg_.epochs, (long long)((data_->train.images.dim(0) + cfg_.batch - 1) / cfg_.batch));
-  for (int e = epochs_done_ + 1; e <= cfg_.epochs; ++e) {
+  const int last = stop_after > 0 ? std::min(stop_after, cfg_.epochs) : cfg_.epochs;
+  for (int e = epochs_done_ + 1; e <= last; ++e) {
     train_epoch(e);
     epochs_done_ = e;
     save_checkpoint();
     save_history();
   }
-  save_model(*model_, paths_.model);
+  if (epochs_done_ == cfg_.epochs) save_model(*model_, paths_.model);
   return history_;
 }
 

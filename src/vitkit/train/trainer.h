@@ -39,9 +39,11 @@ class Trainer {
   ~Trainer();
   // Continues from a checkpoint written by an earlier run of the same config.
   void resume(const std::string& checkpoint);
-  // Trains the remaining epochs; writes checkpoint and history after each epoch
-  // and the model at the end. Returns the history.
-  const std::vector<EpochRecord>& run();
+  // Trains the remaining epochs (or up to epoch stop_after when > 0); writes
+  // checkpoint and history after each epoch and the model once the last epoch
+  // is done. Returns the history.
+  const std::vector<EpochRecord>& run(int stop_after = 0);
+  int epochs_done() const { return epochs_done_; }
   const ViT& model() const { return *model_; }
 
  private:

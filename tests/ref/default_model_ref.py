@@ -1,0 +1,75 @@
+#!/usr/bin/python3
+"""The shipped default model in torchvision: tests/default_model_test.cpp.
+
+Usage: /usr/bin/python3 tests/ref/default_model_ref.py OUTDIR [N]
+
+Loads models/vit-tiny-fmnist.safetensors into torchvision's VisionTransformer
+(conv_proj made for one input channel) with load_state_dict(strict=True), runs
+the first N (default 1000; 0: all 10,000) Fashion-MNIST test images through
+torchvision's ToTensor + Normalize(mean, std) from the file's metadata, and
+writes into OUTDIR/default_model/:
+  logits.npy    N x 10 float32
+  result.json   {"images": N, "top1": ..., "correct": ...}
+Writes nothing (and says so) when the model or Debian's dataset-fashion-mnist
+is absent; the C++ test then skips.
+"""
+import gzip
+import json
+import os
+import sys
+
+import numpy as np
+import torch
+from torchvision import transforms
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(os.path.dirname(HERE))
+sys.path.insert(0, os.path.join(ROOT, "bench", "peers"))
+import _vit  # noqa: E402  (safetensors reader and torchvision builder shared with the peer benchmarks)
+
+MODEL = os.path.join(ROOT, "models", "vit-tiny-fmnist.safetensors")
+FMNIST = "/usr/share/datasets/fashion-mnist"
+
+
+def read_idx(path):
+    with gzip.open(path, "rb") as f:
+        raw = f.read()
+    ndim = raw[3]
+    dims = [int.from_bytes(raw[4 + 4 * i:8 + 4 * i], "big") for i in range(ndim)]
+    return np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim).reshape(dims)
+
+
+def main():
+    if len(sys.argv) < 2:
+        sys.exit(f"usage: {sys.argv[0]} OUTDIR [N]")
+    n = int(sys.argv[2]) if len(sys.argv) > 2 else 1000
+    out = os.path.join(sys.argv[1], "default_model")
+    os.makedirs(out, exist_ok=True)
+    for p in (MODEL, os.path.join(FMNIST, "t10k-images-idx3-ubyte.gz")):
+        if not os.path.exists(p):
+            print(f"default_model_ref: {p} is absent; nothing written")
+            return
+    torch.set_num_threads(2)
+    model, cfg = _vit.load_model(MODEL)
+    _, meta = _vit.read_safetensors(MODEL)
+    pre = json.loads(meta["vitkit.preprocess"])
+    images = read_idx(os.path.join(FMNIST, "t10k-images-idx3-ubyte.gz"))
+    labels = read_idx(os.path.join(FMNIST, "t10k-labels-idx1-ubyte.gz")).astype(np.int64)
+    if n <= 0 or n > len(images):
+        n = len(images)
+    tf = transforms.Compose([transforms.ToTensor(), transforms.Normalize(pre["mean"], pre["std"])])
+    logits = []
+    with torch.no_grad():
+        for i in range(0, n, 250):
+            x = torch.stack([tf(img) for img in images[i:min(n, i + 250)]])  # HxW uint8 -> 1xHxW
+            logits.append(model(x))
+    logits = torch.cat(logits).numpy().astype(np.float32)
+    correct = int((logits.argmax(1) == labels[:n]).sum())
+    np.save(os.path.join(out, "logits.npy"), logits)
+    with open(os.path.join(out, "result.json"), "w") as f:
+        json.dump({"images": n, "correct": correct, "top1": correct / n}, f)
+    print(f"default_model_ref: torchvision top-1 on the first {n} test images: {100 * correct / n:.2f}%")
+
+
+if __name__ == "__main__":
+    main()
