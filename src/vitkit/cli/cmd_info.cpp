@@ -92,7 +92,7 @@ void run_info(const InfoOpts& o) {
 void register_info(CLI::App& app) {
   auto o = std::make_shared<InfoOpts>();
   CLI::App* cmd = app.add_subcommand("info", "Architecture, parameters, bytes and MACs per layer of a model");
-  cmd->add_option("model", o->model, "A model file (.safetensors) or a preset (vit_b_16, vit_b_32, vit_l_16, ...)")
+  cmd->add_option("model", o->model, "Model file (.safetensors, .pth) or preset (vit_b_16, vit_b_32, vit_l_16, ...)")
       ->required();
   cmd->add_flag("--layers", o->layers, "List every layer instead of one row per layer kind");
   add_model_opts(cmd, o->load);

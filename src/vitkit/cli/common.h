@@ -18,7 +18,7 @@ void add_common(CLI::App* cmd, CommonOpts& o);
 // Sets the thread count and progress display.
 void apply_common(const CommonOpts& o);
 
-// --preset, --config, --strict, --seed: how a model file or preset is read.
+// --preset, --config, --strict, --seed, --arch, --map: how a model file (.safetensors, .pth) or preset is read.
 void add_model_opts(CLI::App* cmd, LoadOptions& o);
 
 // The per-op profile (core/profile.h) as a table on stderr.
