@@ -7,6 +7,7 @@
 #include "common.h"
 #include "vitkit/analyze/bench.h"
 #include "vitkit/compress/bf16.h"
+#include "vitkit/kernels/gemm.h"
 #include "vitkit/core/error.h"
 #include "vitkit/core/file.h"
 #include "vitkit/core/progress.h"
@@ -75,7 +76,10 @@ void run_bench_cmd(BenchCliOpts o) {
   if (o.threads.empty()) o.threads = {hardware_threads()};
   for (auto& p : o.precisions)
     if (p == "bf16" && !cpu_has_native_bf16())
-      warn("this CPU has no native bf16 (AVX512_BF16 or AMX): oneDNN emulates it, expect bf16 slower than fp32");
+      warn(kernels::gemm_bf16_native()
+               ? "this CPU has no native bf16 (AVX512_BF16 or AMX): oneDNN emulates it, expect bf16 slower than fp32"
+               : "this CPU has no bf16 matmul in oneDNN (AVX2 only): bf16 values are multiplied by the fp32 GEMM "
+                 "(bf16 numerics, slower than fp32)");
   auto model = load_model(o.model, o.load);
   BenchOptions b;
   b.batches = o.batches;

@@ -107,14 +107,27 @@ struct HeadPack {
   void pack(const float* qkv, int64_t b, int64_t h, int64_t T, int64_t D, int64_t d, int64_t Tp, int64_t dp) {
     const int64_t ld = 3 * D;
     const float* base = qkv + b * T * ld;
-    kt.assign(static_cast<size_t>(d * Tp), 0.f);
-    vp.assign(static_cast<size_t>(Tp * dp), 0.f);
-    for (int64_t j = 0; j < T; ++j) {
-      const float* kj = base + j * ld + D + h * d;
-      const float* vj = base + j * ld + 2 * D + h * d;
-      for (int64_t k = 0; k < d; ++k) kt[k * Tp + j] = kj[k];
-      std::memcpy(vp.data() + j * dp, vj, sizeof(float) * d);
+    kt.resize(static_cast<size_t>(d * Tp));
+    vp.resize(static_cast<size_t>(Tp * dp));
+    float* __restrict kt_ = kt.data();
+    float* __restrict vp_ = vp.data();
+    // K^T in blocks of 8 keys: 8 contiguous reads per key, 8-float runs written.
+    int64_t j0 = 0;
+    for (; j0 + 8 <= T; j0 += 8) {
+      const float* k0 = base + j0 * ld + D + h * d;
+      for (int64_t k = 0; k < d; ++k)
+        for (int64_t j = 0; j < 8; ++j) kt_[k * Tp + j0 + j] = k0[j * ld + k];
     }
+    for (int64_t k = 0; k < d; ++k) {
+      for (int64_t j = j0; j < T; ++j) kt_[k * Tp + j] = base[j * ld + D + h * d + k];
+      for (int64_t j = T; j < Tp; ++j) kt_[k * Tp + j] = 0.f;
+    }
+    for (int64_t j = 0; j < T; ++j) {
+      std::memcpy(vp_ + j * dp, base + j * ld + 2 * D + h * d, sizeof(float) * d);
+      for (int64_t k = d; k < dp; ++k) vp_[j * dp + k] = 0.f;
+    }
+    for (int64_t j = T; j < Tp; ++j)
+      for (int64_t k = 0; k < dp; ++k) vp_[j * dp + k] = 0.f;
   }
 };
 

@@ -5,7 +5,9 @@
 #include <dnnl.hpp>
 #include <map>
 #include <mutex>
+#include <cstring>
 #include <tuple>
+#include <vector>
 
 #include "vitkit/core/error.h"
 
@@ -105,9 +107,53 @@ void gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const 
   run(k, A, B, C, bias);
 }
 
+namespace {
+
+// Whether this oneDNN can create bf16 matmuls on this CPU (it needs at least
+// AVX-512 for them: on an AVX2-only CPU every bf16 primitive is refused).
+bool onednn_has_bf16() {
+  static const bool ok = [] {
+    try {
+      Context& c = ctx();
+      using md = dnnl::memory::desc;
+      md a({8, 16}, dt::bf16, dnnl::memory::dims{16, 1}), b({16, 8}, dt::bf16, dnnl::memory::dims{8, 1}),
+          d({8, 8}, dt::f32, dnnl::memory::dims{8, 1});
+      dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(a, b, d), c.engine);
+      return true;
+    } catch (const dnnl::error&) {
+      return false;
+    }
+  }();
+  return ok;
+}
+
+// The bf16 values of a (rows, cols) matrix with leading dimension ld, widened
+// to f32 (exact: a bf16 is the top half of an f32) into out.
+void widen_bf16(const uint16_t* src, int64_t rows, int64_t cols, int64_t ld, std::vector<float>& out) {
+  const int64_t n = rows > 0 ? (rows - 1) * ld + cols : 0;
+  out.resize(static_cast<size_t>(n));
+  for (int64_t i = 0; i < n; ++i) {
+    const uint32_t bits = uint32_t(src[i]) << 16;
+    std::memcpy(&out[i], &bits, 4);
+  }
+}
+
+}  // namespace
+
+bool gemm_bf16_native() { return onednn_has_bf16(); }
+
 void gemm_bf16(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const uint16_t* A, int64_t lda,
                const uint16_t* B, int64_t ldb, float beta, float* C, int64_t ldc, const float* bias,
                Epilogue act) {
+  if (!onednn_has_bf16()) {
+    // The same products of bf16 values with f32 accumulation, through the f32
+    // GEMM: bf16's numerics without its speed.
+    thread_local std::vector<float> a, b;
+    widen_bf16(A, ta ? K : M, ta ? M : K, lda, a);
+    widen_bf16(B, tb ? N : K, tb ? K : N, ldb, b);
+    gemm(ta, tb, M, N, K, alpha, a.data(), lda, b.data(), ldb, beta, C, ldc, bias, act);
+    return;
+  }
   Key k{ta, tb, M, N, K, lda, ldb, ldc, alpha, beta, bias != nullptr, act, dt::bf16, omp_get_max_threads()};
   run(k, A, B, C, bias);
 }
