@@ -85,7 +85,11 @@ void write_file_atomic(const std::string& path, const std::function<void(std::FI
   fs::path target(path);
   fs::path dir = target.has_parent_path() ? target.parent_path() : fs::path(".");
   if (!fs::is_directory(dir)) fail(path, ": cannot write: directory ", dir.string(), " does not exist");
-  std::string tmpl = (dir / ("." + target.filename().string() + ".tmpXXXXXX")).string();
+  // (appended, not "." + name: GCC 12 warns falsely about operator+ here, -Wrestrict)
+  std::string hidden(".");
+  hidden += target.filename().string();
+  hidden += ".tmpXXXXXX";
+  std::string tmpl = (dir / hidden).string();
   std::vector<char> name(tmpl.begin(), tmpl.end());
   name.push_back('\0');
   int fd = ::mkstemp(name.data());
