@@ -7,11 +7,11 @@
 #include "common.h"
 #include "vitkit/analyze/bench.h"
 #include "vitkit/compress/bf16.h"
-#include "vitkit/kernels/gemm.h"
 #include "vitkit/core/error.h"
 #include "vitkit/core/file.h"
 #include "vitkit/core/progress.h"
 #include "vitkit/core/threads.h"
+#include "vitkit/kernels/gemm.h"
 
 namespace vitkit::cli {
 

@@ -37,17 +37,18 @@ void run_train(const TrainOpts& o) {
   }
   std::unique_ptr<ViT> init;
   if (!o.init.empty()) init = load_model(o.init, o.load);
-  Trainer t(cfg, TrainPaths::beside(out), std::move(init));
+  const TrainPaths p = TrainPaths::beside(out);
+  Trainer t(cfg, p, std::move(init));
   if (!o.resume.empty()) t.resume(o.resume);
   const auto& hist = t.run(o.stop_after);
   if (o.profile) print_profile();
-  TrainPaths p = TrainPaths::beside(out);
   const bool finished = t.epochs_done() == cfg.epochs;
   if (o.common.json) {
     nlohmann::json h = nlohmann::json::array();
     for (auto& r : hist) h.push_back(r.to_json());
-    print_json({{"model", finished ? out : ""}, {"finished", finished}, {"epochs_done", t.epochs_done()}, {"checkpoint", p.checkpoint}, {"history_csv", p.history_csv},
-                {"history_json", p.history_json}, {"history", h}, {"config", cfg.to_json()}});
+    print_json({{"model", finished ? out : ""}, {"finished", finished}, {"epochs_done", t.epochs_done()},
+                {"checkpoint", p.checkpoint}, {"history_csv", p.history_csv}, {"history_json", p.history_json},
+                {"history", h}, {"config", cfg.to_json()}});
     return;
   }
   if (hist.empty()) return;

@@ -2,10 +2,10 @@
 
 #include <omp.h>
 
+#include <cstring>
 #include <dnnl.hpp>
 #include <map>
 #include <mutex>
-#include <cstring>
 #include <tuple>
 #include <vector>
 

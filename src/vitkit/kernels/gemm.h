@@ -15,10 +15,12 @@ void gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const 
           const float* B, int64_t ldb, float beta, float* C, int64_t ldc, const float* bias = nullptr,
           Epilogue act = Epilogue::None);
 
-// The same with bf16 inputs (uint16_t bit patterns) and f32 accumulation and output.
-// Where oneDNN has no bf16 matmul for this CPU (AVX2 only), the bf16 values are
-// widened to f32 and multiplied by the f32 GEMM: the same numerics, no speed-up.
+// Whether oneDNN has bf16 matmuls on this CPU (not on AVX2-only CPUs).
 bool gemm_bf16_native();
+
+// The same with bf16 inputs (uint16_t bit patterns) and f32 accumulation and output.
+// Without gemm_bf16_native(), the bf16 values are widened to f32 (exactly) and
+// multiplied by the f32 GEMM: the same numerics, no speed-up.
 void gemm_bf16(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const uint16_t* A, int64_t lda,
                const uint16_t* B, int64_t ldb, float beta, float* C, int64_t ldc, const float* bias = nullptr,
                Epilogue act = Epilogue::None);

@@ -76,6 +76,16 @@ static void lin(const ViT& m, const ForwardHooks* hooks, const Linear& l, const 
   linear_apply(m, l, X, Y, M, act, accumulate);
 }
 
+// The GEMM epilogue that applies the MLP's activation (inference fuses it into fc1).
+static kernels::Epilogue act_epilogue(Activation act) {
+  switch (act) {
+    case Activation::Gelu: return kernels::Epilogue::Gelu;
+    case Activation::GeluTanh: return kernels::Epilogue::GeluTanh;
+    case Activation::Relu: return kernels::Epilogue::Relu;
+  }
+  return kernels::Epilogue::None;
+}
+
 // Inference, pre-norm, class-token pooling: after the last block only the
 // class token's row is read, so past attention (which needs every token's k
 // and v) the last block runs on the B class-token rows alone (about 9% of the
@@ -101,10 +111,7 @@ static void last_block_cls_only(const ViT& m, int l, Acts& a) {
     kernels::layernorm_forward(xc, m.params.ptr(blk.ln2.w), m.params.ptr(blk.ln2.b), lc, a.ln2_mean(l),
                                a.ln2_rstd(l), B, D, c.norm_eps);
   }
-  const kernels::Epilogue e = c.act == Activation::Gelu       ? kernels::Epilogue::Gelu
-                              : c.act == Activation::GeluTanh ? kernels::Epilogue::GeluTanh
-                                                              : kernels::Epilogue::Relu;
-  lin(m, nullptr, blk.fc1, lc, a.fc1(l), B, e);
+  lin(m, nullptr, blk.fc1, lc, a.fc1(l), B, act_epilogue(c.act));
   lin(m, nullptr, blk.fc2, a.fc1_act(l), xc, B, kernels::Epilogue::None, /*accumulate=*/true);
   float* out = a.stream(l + 1);  // == x in inference
   for (int64_t b = 0; b < B; ++b) std::memcpy(out + b * T * D, xc + b * D, sizeof(float) * D);
@@ -170,10 +177,7 @@ static void block_forward(const ViT& m, int l, Acts& a, const ForwardHooks* hook
     kernels::act_forward(c.act, a.fc1(l), a.fc1_act(l), BT * M);
     if (a.dropout()) kernels::dropout_forward(a.fc1_act(l), a.mask_act(l), BT * M, c.dropout, a.dropout_seed, 2 + 4 * l);
   } else {
-    kernels::Epilogue e = c.act == Activation::Gelu       ? kernels::Epilogue::Gelu
-                          : c.act == Activation::GeluTanh ? kernels::Epilogue::GeluTanh
-                                                          : kernels::Epilogue::Relu;
-    lin(m, hooks, blk.fc1, mlp_in, a.fc1(l), BT, e);
+    lin(m, hooks, blk.fc1, mlp_in, a.fc1(l), BT, act_epilogue(c.act));
   }
   float* sum2 = train ? (pre ? out : a.res2(l)) : mid;
   if (train) {
