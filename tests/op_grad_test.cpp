@@ -557,6 +557,17 @@ TEST(OpGrad, AttentionForwardOddSizes) {
         kernels::attention_forward(qkv.data(), out[k].data(), nullptr, B, T, D, H);
       }
       expect_same("attention_forward", out[0], out[1], true);
+      // Only the first q_rows queries (inference's class-token-only last block):
+      // the same rows, bit for bit, in a (B, q_rows, D) output.
+      for (int64_t q_rows : {int64_t{1}, std::min<int64_t>(T, 33)}) {
+        FVec part(B * q_rows * D, kNaN), want;
+        kernels::attention_forward(qkv.data(), part.data(), nullptr, B, T, D, H, q_rows);
+        for (int64_t b = 0; b < B; ++b)
+          want.insert(want.end(), out[1].begin() + b * T * D, out[1].begin() + (b * T + q_rows) * D);
+        ASSERT_EQ(part.size(), want.size());
+        EXPECT_EQ(0, std::memcmp(part.data(), want.data(), sizeof(float) * part.size()))
+            << "q_rows " << q_rows << ": not the full attention's first rows";
+      }
       if (T < 577 || H == 1 || H == 16) {
         FVec ref(B * T * D, kNaN);
         kernels::attention_forward_reference(qkv.data(), ref.data(), B, T, D, H);

@@ -8,6 +8,7 @@
 #include <limits>
 #include <vector>
 
+#include "vitkit/core/error.h"
 #include "vitkit/core/threads.h"
 #include "vitkit/kernels/vecmath.h"
 
@@ -99,37 +100,75 @@ inline void cols_times_rows(const float* P, int64_t ldp, const float* A, int64_t
   }
 }
 
+// dst[k * ldd + j] = src[j * lds + k] for j < n (at most 8 rows), k < d; with
+// n == 8 a fixed trip count, so the 8 rows are read together and written as
+// 8-float runs.
+inline void transpose_block(const float* src, int64_t lds, int64_t n, int64_t d, float* dst, int64_t ldd) {
+  if (n == 8) {
+    for (int64_t k = 0; k < d; ++k)
+      for (int64_t j = 0; j < 8; ++j) dst[k * ldd + j] = src[j * lds + k];
+  } else {
+    for (int64_t k = 0; k < d; ++k)
+      for (int64_t j = 0; j < n; ++j) dst[k * ldd + j] = src[j * lds + k];
+  }
+}
+
 // One head of one image, packed once per thread and reused by its work items:
-// kt (d, Tp) = K^T, vp (Tp, dp) = V, zero-padded to Tp keys and dp columns.
+// qs (Tp, dp) = Q * scale, kt (d, Tp) = K^T, vp (Tp, dp) = V, and for the
+// backward pass also kp (Tp, dp) = K and vt (d, Tp) = V^T; zero-padded to Tp
+// rows/keys and dp columns. Rows are read once, in blocks of 8 (the q, k and v
+// segments of a row are three separate cache-line runs; 8 rows keep the
+// transposed K^T writes in 8-float runs).
 struct HeadPack {
-  std::vector<float> kt, vp;
+  std::vector<float> qs, kt, vp, kp, vt;
   int64_t cached = -1;
-  void pack(const float* qkv, int64_t b, int64_t h, int64_t T, int64_t D, int64_t d, int64_t Tp, int64_t dp) {
+  // Q is packed for the first nq rows only (the queries that attend).
+  void pack(const float* qkv, int64_t b, int64_t h, int64_t T, int64_t D, int64_t d, int64_t Tp, int64_t dp,
+            float scale, bool backward = false, int64_t nq = -1) {
+    if (nq < 0) nq = T;
     const int64_t ld = 3 * D;
-    const float* base = qkv + b * T * ld;
-    kt.resize(static_cast<size_t>(d * Tp));
-    vp.resize(static_cast<size_t>(Tp * dp));
-    float* __restrict kt_ = kt.data();
+    const float* base = qkv + b * T * ld + h * d;
+    qs.assign(static_cast<size_t>(Tp * dp), 0.f);
+    vp.assign(static_cast<size_t>(Tp * dp), 0.f);
+    kt.assign(static_cast<size_t>(d * Tp), 0.f);
+    if (backward) {
+      kp.assign(static_cast<size_t>(Tp * dp), 0.f);
+      vt.assign(static_cast<size_t>(d * Tp), 0.f);
+    }
+    float* __restrict qs_ = qs.data();
     float* __restrict vp_ = vp.data();
-    // K^T in blocks of 8 keys: 8 contiguous reads per key, 8-float runs written.
-    int64_t j0 = 0;
-    for (; j0 + 8 <= T; j0 += 8) {
-      const float* k0 = base + j0 * ld + D + h * d;
-      for (int64_t k = 0; k < d; ++k)
-        for (int64_t j = 0; j < 8; ++j) kt_[k * Tp + j0 + j] = k0[j * ld + k];
+    for (int64_t j0 = 0; j0 < T; j0 += 8) {
+      const int64_t n = std::min<int64_t>(8, T - j0);
+      for (int64_t j = j0; j < j0 + n; ++j) {
+        const float* row = base + j * ld;
+        if (j < nq) {
+#pragma omp simd
+          for (int64_t k = 0; k < d; ++k) qs_[j * dp + k] = row[k] * scale;
+        }
+        std::memcpy(vp_ + j * dp, row + 2 * D, sizeof(float) * d);
+        if (backward) std::memcpy(kp.data() + j * dp, row + D, sizeof(float) * d);
+      }
+      transpose_block(base + j0 * ld + D, ld, n, d, kt.data() + j0, Tp);
+      if (backward) transpose_block(base + j0 * ld + 2 * D, ld, n, d, vt.data() + j0, Tp);
     }
-    for (int64_t k = 0; k < d; ++k) {
-      for (int64_t j = j0; j < T; ++j) kt_[k * Tp + j] = base[j * ld + D + h * d + k];
-      for (int64_t j = T; j < Tp; ++j) kt_[k * Tp + j] = 0.f;
-    }
-    for (int64_t j = 0; j < T; ++j) {
-      std::memcpy(vp_ + j * dp, base + j * ld + 2 * D + h * d, sizeof(float) * d);
-      for (int64_t k = d; k < dp; ++k) vp_[j * dp + k] = 0.f;
-    }
-    for (int64_t j = T; j < Tp; ++j)
-      for (int64_t k = 0; k < dp; ++k) vp_[j * dp + k] = 0.f;
   }
 };
+
+// Largest of x[0 .. n).
+inline float row_max(const float* x, int64_t n) {
+  float mx = -std::numeric_limits<float>::infinity();
+  int64_t c = 0;
+  if (n >= VW) {
+    vf m = vload(x);
+    for (c = VW; c + VW <= n; c += VW) {
+      const vf v = vload(x + c);
+      m = m > v ? m : v;
+    }
+    for (int64_t i = 0; i < VW; ++i) mx = std::max(mx, m[i]);
+  }
+  for (; c < n; ++c) mx = std::max(mx, x[c]);
+  return mx;
+}
 
 // Loads `rows` rows (stride ld) of d values into a (RB, dp) block, times scale,
 // zero elsewhere.
@@ -141,58 +180,63 @@ inline void load_rows(const float* src, int64_t ld, int64_t rows, int64_t d, int
 
 }  // namespace
 
-void attention_forward(const float* qkv, float* out, float* lse, int64_t B, int64_t T, int64_t D, int64_t H) {
-  const int64_t d = D / H, ld = 3 * D, dp = pad(d, VW), Tp = pad(T, VW);
+void attention_forward(const float* qkv, float* out, float* lse, int64_t B, int64_t T, int64_t D, int64_t H,
+                       int64_t q_rows) {
+  const int64_t d = D / H, dp = pad(d, VW), Tp = pad(T, VW);
+  const int64_t Tq = q_rows < 0 ? T : q_rows;
+  check(Tq >= 1 && Tq <= T, "attention_forward: q_rows ", q_rows, " outside 1..", T);
   const float scale = 1.0f / std::sqrt(static_cast<float>(d));
-  const int64_t nq = (T + kQTile - 1) / kQTile, items = B * H * nq;
+  const int64_t nq = (Tq + kQTile - 1) / kQTile, items = B * H * nq;
   const int64_t tile = std::min(kKTile, Tp);
   int nt = static_cast<int>(std::min<int64_t>(num_threads(), items));
 #pragma omp parallel num_threads(nt)
   {
     HeadPack hp;
-    std::vector<float> q(static_cast<size_t>(RB * dp)), acc(static_cast<size_t>(RB * dp)),
-        s(static_cast<size_t>(RB * tile));
+    std::vector<float> acc(static_cast<size_t>(RB * dp)), s(static_cast<size_t>(RB * tile));
     float m[RB], l[RB];
 #pragma omp for schedule(static)
     for (int64_t it = 0; it < items; ++it) {
       const int64_t bh = it / nq, qb = it % nq, b = bh / H, h = bh % H;
-      if (hp.cached != bh) hp.pack(qkv, b, h, T, D, d, Tp, dp), hp.cached = bh;
-      const int64_t i_end = std::min(T, (qb + 1) * kQTile);
+      if (hp.cached != bh) hp.pack(qkv, b, h, T, D, d, Tp, dp, scale, false, Tq), hp.cached = bh;
+      const int64_t i_end = std::min(Tq, (qb + 1) * kQTile);
       for (int64_t r0 = qb * kQTile; r0 < i_end; r0 += RB) {
         const int64_t rows = std::min(RB, i_end - r0);
-        load_rows(qkv + (b * T + r0) * ld + h * d, ld, rows, d, dp, scale, q.data());
-        std::fill(acc.begin(), acc.end(), 0.f);
-        for (int64_t r = 0; r < RB; ++r) m[r] = -std::numeric_limits<float>::infinity(), l[r] = 0.f;
+        const float* q = hp.qs.data() + r0 * dp;  // (RB, dp), scaled; rows past Tq are zero
         for (int64_t j0 = 0; j0 < T; j0 += tile) {
           const int64_t nc = std::min(tile, T - j0);
           // s (RB, nc) = q . K^T of this key tile
-          rows_times_cols(q.data(), dp, hp.kt.data(), Tp, d, j0, pad(nc, VW), s.data(), tile);
+          rows_times_cols(q, dp, hp.kt.data(), Tp, d, j0, pad(nc, VW), s.data(), tile);
           // online softmax: rescale what was accumulated for the new running max
           for (int64_t r = 0; r < RB; ++r) {
             float* sr = s.data() + r * tile;
-            float mx = m[r];
-            for (int64_t c = 0; c < nc; ++c) mx = std::max(mx, sr[c]);
-            const float corr = exp_inline(m[r] - mx);
+            const float mx = j0 == 0 ? row_max(sr, nc) : std::max(m[r], row_max(sr, nc));
             float sum = 0.f;
 #pragma omp simd reduction(+ : sum)
             for (int64_t c = 0; c < nc; ++c) {
               sr[c] = exp_inline(sr[c] - mx);
               sum += sr[c];
             }
-            l[r] = l[r] * corr + sum;
-            m[r] = mx;
-            float* ar = acc.data() + r * dp;
+            if (j0 == 0) {
+              l[r] = sum;
+              std::fill(acc.data() + r * dp, acc.data() + (r + 1) * dp, 0.f);
+            } else {
+              const float corr = exp_inline(m[r] - mx);
+              l[r] = l[r] * corr + sum;
+              float* ar = acc.data() + r * dp;
 #pragma omp simd
-            for (int64_t k = 0; k < dp; ++k) ar[k] *= corr;
+              for (int64_t k = 0; k < dp; ++k) ar[k] *= corr;
+            }
+            m[r] = mx;
           }
           // acc (RB, dp) += p (RB, nc) . V of this key tile
           rows_times_rows(s.data(), tile, hp.vp.data() + j0 * dp, nc, dp, acc.data());
         }
         for (int64_t r = 0; r < rows; ++r) {
-          float* o = out + (b * T + r0 + r) * D + h * d;
+          float* o = out + (b * Tq + r0 + r) * D + h * d;
           const float inv = 1.0f / l[r];
+#pragma omp simd
           for (int64_t k = 0; k < d; ++k) o[k] = acc[r * dp + k] * inv;
-          if (lse) lse[(b * H + h) * T + r0 + r] = m[r] + std::log(l[r]);
+          if (lse) lse[(b * H + h) * Tq + r0 + r] = m[r] + std::log(l[r]);
         }
       }
     }
@@ -207,35 +251,25 @@ void attention_backward(const float* dout, const float* qkv, const float* out, c
   int nt = static_cast<int>(std::min<int64_t>(num_threads(), items));
 #pragma omp parallel num_threads(nt)
   {
-    HeadPack hp;  // kt (d, Tp), vp (Tp, dp)
-    std::vector<float> vt(static_cast<size_t>(d * Tp)), kp(static_cast<size_t>(Tp * dp));
+    HeadPack hp;  // qs (Tp, dp) = Q, kt (d, Tp), vp (Tp, dp), kp (Tp, dp), vt (d, Tp)
     std::vector<float> dk(static_cast<size_t>(Tp * dp)), dv(static_cast<size_t>(Tp * dp));
-    std::vector<float> qa(static_cast<size_t>(RB * dp)), ga(static_cast<size_t>(RB * dp)),
-        oa(static_cast<size_t>(RB * dp)), dq(static_cast<size_t>(RB * dp));
+    std::vector<float> ga(static_cast<size_t>(RB * dp)), oa(static_cast<size_t>(RB * dp)),
+        dq(static_cast<size_t>(RB * dp));
     std::vector<float> p(static_cast<size_t>(RB * Tp)), ds(static_cast<size_t>(RB * Tp));
 #pragma omp for schedule(static)
     for (int64_t it = 0; it < items; ++it) {
       const int64_t b = it / H, h = it % H;
-      const float* base = qkv + b * T * ld;
-      hp.pack(qkv, b, h, T, D, d, Tp, dp);
-      // vt (d, Tp) = V^T; kp (Tp, dp) = K
-      std::fill(vt.begin(), vt.end(), 0.f);
-      std::fill(kp.begin(), kp.end(), 0.f);
-      for (int64_t j = 0; j < T; ++j)
-        for (int64_t k = 0; k < d; ++k) {
-          vt[k * Tp + j] = base[j * ld + 2 * D + h * d + k];
-          kp[j * dp + k] = base[j * ld + D + h * d + k];
-        }
+      hp.pack(qkv, b, h, T, D, d, Tp, dp, 1.f, true);
       std::fill(dk.begin(), dk.end(), 0.f);
       std::fill(dv.begin(), dv.end(), 0.f);
       for (int64_t r0 = 0; r0 < T; r0 += RB) {
         const int64_t rows = std::min(RB, T - r0);
-        load_rows(base + r0 * ld + h * d, ld, rows, d, dp, 1.f, qa.data());
+        const float* qa = hp.qs.data() + r0 * dp;  // (RB, dp); rows past T are zero
         load_rows(dout + (b * T + r0) * D + h * d, D, rows, d, dp, 1.f, ga.data());
         load_rows(out + (b * T + r0) * D + h * d, D, rows, d, dp, 1.f, oa.data());
         // p = exp(scale q.K^T - lse); dp = dO . V^T; ds = p (dp - sum(dO o)) scale
-        rows_times_cols(qa.data(), dp, hp.kt.data(), Tp, d, 0, Tp, p.data(), Tp);
-        rows_times_cols(ga.data(), dp, vt.data(), Tp, d, 0, Tp, ds.data(), Tp);
+        rows_times_cols(qa, dp, hp.kt.data(), Tp, d, 0, Tp, p.data(), Tp);
+        rows_times_cols(ga.data(), dp, hp.vt.data(), Tp, d, 0, Tp, ds.data(), Tp);
         for (int64_t r = 0; r < RB; ++r) {
           float* pr = p.data() + r * Tp;
           float* sr = ds.data() + r * Tp;
@@ -255,9 +289,9 @@ void attention_backward(const float* dout, const float* qkv, const float* out, c
           for (int64_t j = T; j < Tp; ++j) pr[j] = sr[j] = 0.f;
         }
         cols_times_rows(p.data(), Tp, ga.data(), T, dp, dv.data());   // dV += p^T dO
-        cols_times_rows(ds.data(), Tp, qa.data(), T, dp, dk.data());  // dK += ds^T Q
+        cols_times_rows(ds.data(), Tp, qa, T, dp, dk.data());  // dK += ds^T Q
         std::fill(dq.begin(), dq.end(), 0.f);
-        rows_times_rows(ds.data(), Tp, kp.data(), T, dp, dq.data());  // dQ = ds K
+        rows_times_rows(ds.data(), Tp, hp.kp.data(), T, dp, dq.data());  // dQ = ds K
         for (int64_t r = 0; r < rows; ++r)
           std::memcpy(dqkv + (b * T + r0 + r) * ld + h * d, dq.data() + r * dp, sizeof(float) * d);
       }

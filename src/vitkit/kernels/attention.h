@@ -11,7 +11,11 @@ namespace vitkit::kernels {
 
 // Fused, flash-style: query tiles against key tiles with an online softmax; no
 // T x T matrix is ever stored. Parallel over batch, heads and query tiles.
-void attention_forward(const float* qkv, float* out, float* lse, int64_t B, int64_t T, int64_t D, int64_t H);
+// q_rows (0 < q_rows <= T; default T): only the first q_rows queries of each
+// image attend (every key still counts); out is then (B, q_rows, D) and lse
+// (B, H, q_rows). Inference's last block uses q_rows = 1 (the class token).
+void attention_forward(const float* qkv, float* out, float* lse, int64_t B, int64_t T, int64_t D, int64_t H,
+                       int64_t q_rows = -1);
 
 // dqkv (B, T, 3D) is overwritten. Recomputes the probabilities from lse.
 void attention_backward(const float* dout, const float* qkv, const float* out, const float* lse, float* dqkv,

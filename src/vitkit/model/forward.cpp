@@ -87,11 +87,12 @@ static kernels::Epilogue act_epilogue(Activation act) {
 }
 
 // Inference, pre-norm, class-token pooling: after the last block only the
-// class token's row is read, so past attention (which needs every token's k
-// and v) the last block runs on the B class-token rows alone (about 9% of the
-// default model's MACs saved). Gathered rows live in ln1's buffer (free once
-// qkv is computed: 3 B D <= B T D) and fc1's; the result goes back to row 0.
-//   xc (B,D) = x[:,0], ac (B,D) = att[:,0]; xc += out_proj(ac);
+// class token's row is read, so the last block's attention runs for the class
+// token's query alone (every token's k and v still count) and the rest of the
+// block on the B class-token rows (about 10% of the default model's MACs
+// saved). Gathered rows live in ln1's buffer (free once qkv is computed:
+// 2 B D <= B T D) and fc1's; the result goes back to row 0.
+//   xc (B,D) = x[:,0], ac (B,D) = att (the class-token rows only); xc += out_proj(ac);
 //   xc += fc2(act(fc1(ln2(xc)))); x[:,0] = xc
 static void last_block_cls_only(const ViT& m, int l, Acts& a) {
   const ViTConfig& c = m.cfg;
@@ -99,12 +100,9 @@ static void last_block_cls_only(const ViT& m, int l, Acts& a) {
   const int64_t B = a.batch(), T = c.tokens(), D = c.dim;
   float* x = a.stream(l);
   float* xc = a.ln1(l);
-  float* ac = xc + B * D;
-  float* lc = ac + B * D;
-  for (int64_t b = 0; b < B; ++b) {
-    std::memcpy(xc + b * D, x + b * T * D, sizeof(float) * D);
-    std::memcpy(ac + b * D, a.att(l) + b * T * D, sizeof(float) * D);
-  }
+  float* lc = xc + B * D;
+  const float* ac = a.att(l);  // (B, D): attention_forward with q_rows = 1
+  for (int64_t b = 0; b < B; ++b) std::memcpy(xc + b * D, x + b * T * D, sizeof(float) * D);
   lin(m, nullptr, blk.proj, ac, xc, B, kernels::Epilogue::None, /*accumulate=*/true);
   {
     VK_PROF("fwd.layernorm");
@@ -134,13 +132,14 @@ static void block_forward(const ViT& m, int l, Acts& a, const ForwardHooks* hook
     attn_in = a.ln1(l);
   }
   lin(m, hooks, blk.qkv, attn_in, a.qkv(l), BT);
+  const bool cls_only = !train && !hooks && pre && l == c.depth - 1 && c.pool == Pooling::Cls && c.class_token && T >= 3;
   {
     VK_PROF("fwd.attention");
     if (hooks && hooks->on_attention) hooks->on_attention(l, a.qkv(l), B);
-    kernels::attention_forward(a.qkv(l), a.att(l), train ? a.lse(l) : nullptr, B, T, D, c.heads);
+    // cls_only: the class token's query alone; att (B,1,D)
+    kernels::attention_forward(a.qkv(l), a.att(l), train ? a.lse(l) : nullptr, B, T, D, c.heads, cls_only ? 1 : T);
   }
-
-  if (!train && !hooks && pre && l == c.depth - 1 && c.pool == Pooling::Cls && c.class_token && T >= 3) {
+  if (cls_only) {
     last_block_cls_only(m, l, a);
     return;
   }
