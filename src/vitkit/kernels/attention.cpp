@@ -170,6 +170,17 @@ inline float row_max(const float* x, int64_t n) {
   return mx;
 }
 
+// Each thread's packed head and work buffers, kept between calls: they only
+// grow, so after the first call of a shape the hot path allocates nothing.
+struct Scratch {
+  HeadPack hp;
+  std::vector<float> buf[7];
+};
+Scratch& scratch() {
+  thread_local Scratch s;
+  return s;
+}
+
 // Loads `rows` rows (stride ld) of d values into a (RB, dp) block, times scale,
 // zero elsewhere.
 inline void load_rows(const float* src, int64_t ld, int64_t rows, int64_t d, int64_t dp, float scale, float* dst) {
@@ -191,8 +202,13 @@ void attention_forward(const float* qkv, float* out, float* lse, int64_t B, int6
   int nt = static_cast<int>(std::min<int64_t>(num_threads(), items));
 #pragma omp parallel num_threads(nt)
   {
-    HeadPack hp;
-    std::vector<float> acc(static_cast<size_t>(RB * dp)), s(static_cast<size_t>(RB * tile));
+    Scratch& w = scratch();
+    HeadPack& hp = w.hp;
+    hp.cached = -1;
+    std::vector<float>& acc = w.buf[0];
+    std::vector<float>& s = w.buf[1];
+    acc.resize(static_cast<size_t>(RB * dp));
+    s.resize(static_cast<size_t>(RB * tile));
     float m[RB], l[RB];
 #pragma omp for schedule(static)
     for (int64_t it = 0; it < items; ++it) {
@@ -251,11 +267,14 @@ void attention_backward(const float* dout, const float* qkv, const float* out, c
   int nt = static_cast<int>(std::min<int64_t>(num_threads(), items));
 #pragma omp parallel num_threads(nt)
   {
-    HeadPack hp;  // qs (Tp, dp) = Q, kt (d, Tp), vp (Tp, dp), kp (Tp, dp), vt (d, Tp)
-    std::vector<float> dk(static_cast<size_t>(Tp * dp)), dv(static_cast<size_t>(Tp * dp));
-    std::vector<float> ga(static_cast<size_t>(RB * dp)), oa(static_cast<size_t>(RB * dp)),
-        dq(static_cast<size_t>(RB * dp));
-    std::vector<float> p(static_cast<size_t>(RB * Tp)), ds(static_cast<size_t>(RB * Tp));
+    Scratch& w = scratch();
+    HeadPack& hp = w.hp;  // qs (Tp, dp) = Q, kt (d, Tp), vp (Tp, dp), kp (Tp, dp), vt (d, Tp)
+    hp.cached = -1;
+    std::vector<float>&dk = w.buf[0], &dv = w.buf[1], &ga = w.buf[2], &oa = w.buf[3], &dq = w.buf[4],
+                      &p = w.buf[5], &ds = w.buf[6];
+    for (auto* v : {&dk, &dv}) v->resize(static_cast<size_t>(Tp * dp));
+    for (auto* v : {&ga, &oa, &dq}) v->resize(static_cast<size_t>(RB * dp));
+    for (auto* v : {&p, &ds}) v->resize(static_cast<size_t>(RB * Tp));
 #pragma omp for schedule(static)
     for (int64_t it = 0; it < items; ++it) {
       const int64_t b = it / H, h = it % H;
