@@ -181,12 +181,10 @@ Scratch& scratch() {
   return s;
 }
 
-// Loads `rows` rows (stride ld) of d values into a (RB, dp) block, times scale,
-// zero elsewhere.
-inline void load_rows(const float* src, int64_t ld, int64_t rows, int64_t d, int64_t dp, float scale, float* dst) {
+// Loads `rows` rows (stride ld) of d values into a (RB, dp) block, zero elsewhere.
+inline void load_rows(const float* src, int64_t ld, int64_t rows, int64_t d, int64_t dp, float* dst) {
   std::fill(dst, dst + RB * dp, 0.f);
-  for (int64_t r = 0; r < rows; ++r)
-    for (int64_t k = 0; k < d; ++k) dst[r * dp + k] = src[r * ld + k] * scale;
+  for (int64_t r = 0; r < rows; ++r) std::memcpy(dst + r * dp, src + r * ld, sizeof(float) * d);
 }
 
 }  // namespace
@@ -284,8 +282,8 @@ void attention_backward(const float* dout, const float* qkv, const float* out, c
       for (int64_t r0 = 0; r0 < T; r0 += RB) {
         const int64_t rows = std::min(RB, T - r0);
         const float* qa = hp.qs.data() + r0 * dp;  // (RB, dp); rows past T are zero
-        load_rows(dout + (b * T + r0) * D + h * d, D, rows, d, dp, 1.f, ga.data());
-        load_rows(out + (b * T + r0) * D + h * d, D, rows, d, dp, 1.f, oa.data());
+        load_rows(dout + (b * T + r0) * D + h * d, D, rows, d, dp, ga.data());
+        load_rows(out + (b * T + r0) * D + h * d, D, rows, d, dp, oa.data());
         // p = exp(scale q.K^T - lse); dp = dO . V^T; ds = p (dp - sum(dO o)) scale
         rows_times_cols(qa, dp, hp.kt.data(), Tp, d, 0, Tp, p.data(), Tp);
         rows_times_cols(ga.data(), dp, hp.vt.data(), Tp, d, 0, Tp, ds.data(), Tp);
