@@ -85,6 +85,25 @@ static void BM_Gemm(benchmark::State& st) {
 BENCHMARK(BM_Gemm)->Args({6400, 384, 128, 1})->Args({6400, 384, 128, 2})->Args({197, 2304, 768, 2})
     ->Args({197, 3072, 768, 2});
 
+// fc1 with its GELU (the default model: 128 -> 256), three ways: mode 0 no
+// activation (the bare GEMM), 1 oneDNN's gelu_erf post-op (what inference
+// runs), 2 the bare GEMM then vitkit's act_forward over the output.
+static void BM_LinearGelu(benchmark::State& st) {
+  set_num_threads(int(st.range(3)));
+  const int64_t M = st.range(0), N = st.range(1), K = st.range(2), mode = st.range(4);
+  auto a = randv(M * K, 1), w = randv(N * K, 2), b = randv(N, 3);
+  std::vector<float> c(M * N);
+  for (auto _ : st) {
+    kernels::linear(a.data(), w.data(), b.data(), c.data(), M, K, N,
+                    mode == 1 ? kernels::Epilogue::Gelu : kernels::Epilogue::None);
+    if (mode == 2) kernels::act_forward(Activation::Gelu, c.data(), c.data(), M * N);
+  }
+  st.counters["GFLOP/s"] = benchmark::Counter(double(2 * M * N * K) * st.iterations(), benchmark::Counter::kIsRate);
+}
+BENCHMARK(BM_LinearGelu)->ArgNames({"M", "N", "K", "threads", "mode"})
+    ->Args({1000, 256, 128, 2, 0})->Args({1000, 256, 128, 2, 1})->Args({1000, 256, 128, 2, 2})
+    ->Args({12800, 256, 128, 2, 0})->Args({12800, 256, 128, 2, 1})->Args({12800, 256, 128, 2, 2});
+
 // The two products of a linear layer's backward pass (training shapes of the
 // default model: 6400 token rows, 128 -> 384): dX = dY W and dW += dY^T X.
 static void BM_GemmBackward(benchmark::State& st) {

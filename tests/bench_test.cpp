@@ -83,7 +83,7 @@ TEST(Bench, JsonCarriesEveryField) {
   EXPECT_GT(m["ceiling_gflops"]["2"].get<double>(), 0);
   ASSERT_EQ(j["rows"].size(), 4u);  // batch {1, 3} x threads {1, 2}
   for (const auto& row : j["rows"]) {
-    for (const char* k : {"model", "arch", "mode", "precision", "batch", "threads", "reps", "warmup", "median_ms",
+    for (const char* k : {"model", "arch", "mode", "precision", "batch", "sub_batch", "threads", "reps", "warmup", "median_ms",
                           "min_ms", "max_ms", "images_per_s", "gflops", "ceiling_gflops", "ceiling_fraction",
                           "peak_rss_mib", "times_ms"})
       EXPECT_TRUE(row.contains(k)) << k;
@@ -112,7 +112,7 @@ TEST(Bench, TextCsvMarkdownAndProfile) {
   EXPECT_NE(text.out.find("fwd.attention"), std::string::npos) << text.out;
   auto csv = test::run_cli(base + " --format csv");
   ASSERT_EQ(csv.code, 0) << csv.err;
-  EXPECT_EQ(csv.out.rfind("model,mode,precision,batch,threads,", 0), 0u) << csv.out;
+  EXPECT_EQ(csv.out.rfind("model,mode,precision,batch,sub-batch,threads,", 0), 0u) << csv.out;
   auto md = test::run_cli(base + " --format md");
   ASSERT_EQ(md.code, 0) << md.err;
   EXPECT_NE(md.out.find("| model | mode |"), std::string::npos) << md.out;
@@ -137,7 +137,9 @@ TEST(Bench, BadFlagsAreUsageErrors) {
            {" --warmup -1", "--warmup"},
            {" --batch 0", "--batch"},
            {" --threads 0", "--threads"},
-           {" --json --format csv", "--json"}}) {
+           {" --json --format csv", "--json"},
+           {" --sub-batch -1", "--sub-batch"},
+           {" --train --sub-batch 2", "--sub-batch"}}) {
     auto r = test::run_cli(base + args);
     EXPECT_EQ(r.code, 2) << args << ": " << r.err;
     EXPECT_NE(r.err.find(flag), std::string::npos) << args << ": " << r.err;
@@ -172,10 +174,12 @@ TEST(Memory, PeakRssResets) {
 
 TEST(Bench, RowAllocatingMoreShowsHigherPeak) {
   if (!peak_rss_resettable()) GTEST_SKIP() << "peak RSS cannot be reset here";
-  // One block, dim 64: at batch 256 the activations take ~25 MiB, at batch 1 ~0.1 MiB.
+  // One block, dim 64: at batch 256 in one pass the activations take ~25 MiB,
+  // at batch 1 ~0.1 MiB.
   auto m = random_model(small_config(28, 4, 64, 1, 2, 128), 1);
   BenchOptions o;
   o.batches = {1, 256};
+  o.sub_batches = {256};
   o.threads = {1};
   o.reps = 1;
   o.warmup = 0;
@@ -185,6 +189,56 @@ TEST(Bench, RowAllocatingMoreShowsHigherPeak) {
   EXPECT_GT(r.rows[0].peak_rss_mib, 0);
   EXPECT_GT(r.rows[1].peak_rss_mib, r.rows[0].peak_rss_mib + 10) << "batch 1: " << r.rows[0].peak_rss_mib
                                                                   << " MiB, batch 256: " << r.rows[1].peak_rss_mib;
+}
+
+// A row per --sub-batch value, each with the sub-batch it ran (0: the default,
+// infer_batch, split evenly by sub_batch_size).
+TEST(Bench, SubBatchRows) {
+  auto r = test::run_cli(std::string("bench vit_b_16 --config ") + kTinyConfig +
+                         " --batch 6 --sub-batch 0,4,1,9 --threads 1 --reps 1 --warmup 0 --json -q");
+  ASSERT_EQ(r.code, 0) << r.err;
+  auto j = nlohmann::json::parse(r.out);
+  ASSERT_EQ(j["rows"].size(), 4u);
+  // kTinyConfig: 5 tokens of dim 32, so the default is 1,024 / 5 = 204 images: the whole batch.
+  const int64_t want[] = {6, 3, 1, 6};  // 4 -> two sub-batches of 3; 9 -> one of 6
+  for (size_t i = 0; i < 4; ++i) {
+    EXPECT_EQ(j["rows"][i]["batch"], 6);
+    EXPECT_EQ(j["rows"][i]["sub_batch"], want[i]) << i;
+  }
+  auto t = test::run_cli(std::string("bench vit_b_16 --config ") + kTinyConfig +
+                         " --train --batch 4 --threads 1 --reps 1 --warmup 0 --json -q");
+  ASSERT_EQ(t.code, 0) << t.err;
+  EXPECT_EQ(nlohmann::json::parse(t.out)["rows"][0]["sub_batch"], 4);  // training: whole batches
+}
+
+// Inference in sub-batches (vit_infer, as vit_predict and bench run it) gives
+// the logits of one pass over the whole batch, for every split.
+TEST(Infer, SubBatchesGiveTheWholeBatchsLogits) {
+  EXPECT_EQ(sub_batch_size(256, 20), 20);  // 13 sub-batches of <= 20
+  EXPECT_EQ(sub_batch_size(8, 5), 4);
+  EXPECT_EQ(sub_batch_size(37, 10), 10);
+  EXPECT_EQ(sub_batch_size(1, 256), 1);
+  EXPECT_EQ(sub_batch_size(12, 12), 12);
+  ViTConfig fm = small_config(28, 4, 128, 6, 4, 256);  // the default model: 50 tokens
+  EXPECT_EQ(infer_batch(fm), 1024 / 50);
+  ViTConfig b16 = small_config(224, 16, 768, 12, 12, 3072);  // ViT-B/16: 197 tokens, 4 x 768 = 3,072 tokens
+  EXPECT_EQ(infer_batch(b16), 3072 / 197);
+
+  const ViTConfig c = small_config(28, 4, 64, 2, 4, 128);
+  auto m = random_model(c, 3);
+  const int64_t N = 37;
+  Tensor x = random_images(c, N, 4);
+  Acts whole;
+  whole.plan(c, N, false);
+  vit_forward(*m, x.f32(), N, whole);
+  Tensor want = Tensor::empty({N, c.classes});
+  std::memcpy(want.f32(), whole.logits(), sizeof(float) * N * c.classes);
+  const float tol = 1e-5f * test::max_abs(want);
+  for (int64_t sub : {int64_t(1), int64_t(5), int64_t(10), int64_t(36), int64_t(37), int64_t(100)}) {
+    Tensor got = vit_predict(*m, x, sub);
+    EXPECT_LE(test::max_abs_diff(got, want), tol) << "sub-batches of at most " << sub;
+  }
+  EXPECT_LE(test::max_abs_diff(vit_predict(*m, x), want), tol) << "default sub-batch";
 }
 
 // bf16 keeps 8 significant bits (a relative rounding error of at most 2^-9 ~

@@ -87,6 +87,7 @@ nlohmann::json BenchRow::to_json() const {
                    {"mode", mode},
                    {"precision", precision},
                    {"batch", batch},
+                   {"sub_batch", sub_batch},
                    {"threads", threads},
                    {"reps", reps},
                    {"warmup", warmup},
@@ -133,12 +134,12 @@ nlohmann::json BenchReport::to_json() const {
 }
 
 Table BenchReport::table() const {
-  Table t({"model", "mode", "precision", "batch", "threads", "median ms", "min ms", "max ms", "images/s", "GFLOP/s",
-           "of ceiling", "peak RSS MiB"});
-  t.right_align({3, 4, 5, 6, 7, 8, 9, 10, 11});
+  Table t({"model", "mode", "precision", "batch", "sub-batch", "threads", "median ms", "min ms", "max ms", "images/s",
+           "GFLOP/s", "of ceiling", "peak RSS MiB"});
+  t.right_align({3, 4, 5, 6, 7, 8, 9, 10, 11, 12});
   for (auto& r : rows) {
     const int dec = r.median_ms < 10 ? 3 : r.median_ms < 1000 ? 2 : 1;
-    t.add({r.model, r.mode, r.precision, std::to_string(r.batch), std::to_string(r.threads),
+    t.add({r.model, r.mode, r.precision, std::to_string(r.batch), std::to_string(r.sub_batch), std::to_string(r.threads),
            fmt_fixed(r.median_ms, dec), fmt_fixed(r.min_ms, dec), fmt_fixed(r.max_ms, dec),
            fmt_fixed(r.images_per_s, r.images_per_s < 100 ? 2 : 1), fmt_fixed(r.gflops, 1),
            fmt_fixed(100 * r.ceiling_fraction, 1) + "%", r.peak_rss_mib < 0 ? "-" : fmt_fixed(r.peak_rss_mib, 1)});
@@ -237,9 +238,12 @@ struct RowState {
   std::vector<float> dlogits;
   Acts acts;
   BackWork work;
+  int64_t batch = 0, sub_batch = 0;  // inference: the batch runs in sub-batches of sub_batch images (vit_infer)
+  std::vector<float> logits;          // inference: (batch, classes)
 };
 
-std::unique_ptr<RowState> make_state(const ViT& m, int64_t B, bool train, uint64_t seed) {
+// sub: the row's sub-batch (the batch itself in training).
+std::unique_ptr<RowState> make_state(const ViT& m, int64_t B, int64_t sub, bool train, uint64_t seed) {
   auto s = std::make_unique<RowState>();
   s->model = &m;
   const ViTConfig& c = m.cfg;
@@ -247,7 +251,10 @@ std::unique_ptr<RowState> make_state(const ViT& m, int64_t B, bool train, uint64
   Rng rng(seed);
   float* x = s->images.f32();
   for (int64_t i = 0; i < s->images.numel(); ++i) x[i] = rng.normal();
-  s->acts.plan(c, B, train);
+  s->batch = B;
+  s->sub_batch = train ? B : sub;
+  s->acts.plan(c, s->sub_batch, train);
+  if (!train) s->logits.resize(size_t(B) * c.classes);
   if (train) {
     s->labels.resize(size_t(B));
     for (auto& l : s->labels) l = int(rng.below(uint64_t(c.classes)));
@@ -257,7 +264,9 @@ std::unique_ptr<RowState> make_state(const ViT& m, int64_t B, bool train, uint64
   return s;
 }
 
-void infer_step(RowState& s) { vit_forward(*s.model, s.images.f32(), s.acts.batch(), s.acts); }
+void infer_step(RowState& s) {
+  vit_infer(*s.model, s.images.f32(), s.batch, s.sub_batch, s.acts, s.logits.data());
+}
 
 // One optimizer step as a training loop runs it (without data loading): forward,
 // loss, zeroed gradients, backward, AdamW. `model` is the mutable s.model.
@@ -308,6 +317,7 @@ class Sweep {
   void make_rows() {
     for (auto& p : o_.precisions)
       for (int64_t b : o_.batches)
+        for (int64_t sub : o_.sub_batches)
         for (int t : threads_list()) {
           BenchRow r;
           r.model = report_.model;
@@ -315,6 +325,7 @@ class Sweep {
           r.mode = o_.train ? "train" : "infer";
           r.precision = p;
           r.batch = b;
+          r.sub_batch = o_.train ? b : sub_batch_size(b, sub > 0 ? sub : infer_batch(base_.cfg));
           r.threads = t;
           r.reps = o_.reps;
           r.warmup = o_.warmup;
@@ -381,7 +392,7 @@ class Sweep {
     std::vector<std::unique_ptr<RowState>> states(n);
     for (size_t i = 0; i < n; ++i) {
       const BenchRow& r = report_.rows[i];
-      states[i] = make_state(variant(r.precision), r.batch, o_.train, o_.seed + i);
+      states[i] = make_state(variant(r.precision), r.batch, r.sub_batch, o_.train, o_.seed + i);
     }
     const bool was_on = prof::enabled();
     prof::set_enabled(false);
@@ -417,7 +428,7 @@ class Sweep {
       release_free_memory();
       reset_peak_rss();
       {
-        auto s = make_state(variant(r.precision), r.batch, o_.train, o_.seed + i);
+        auto s = make_state(variant(r.precision), r.batch, r.sub_batch, o_.train, o_.seed + i);
         step(i, *s);
       }
       r.peak_rss_mib = double(peak_rss_bytes()) / (1024.0 * 1024.0);
@@ -467,6 +478,9 @@ void check_options(const BenchOptions& o) {
   check(o.warmup >= 0, "bench: warmup must be >= 0");
   check(!o.batches.empty() && !o.precisions.empty(), "bench: no batch sizes or precisions");
   for (int64_t b : o.batches) check(b >= 1, "bench: batch sizes must be >= 1, got ", b);
+  check(!o.sub_batches.empty(), "bench: no sub-batch sizes");
+  for (int64_t b : o.sub_batches) check(b >= 0, "bench: sub-batch sizes must be >= 0, got ", b);
+  check(!o.train || o.sub_batches == std::vector<int64_t>{0}, "bench: training runs whole batches (no sub-batches)");
   for (int t : o.threads) check(t >= 1, "bench: thread counts must be >= 1, got ", t);
   for (auto& p : o.precisions) check_bench_precision(p, o.train, "precision");
 }

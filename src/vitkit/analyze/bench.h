@@ -28,6 +28,9 @@ void check_bench_precision(const std::string& p, bool train, const std::string& 
 
 struct BenchOptions {
   std::vector<int64_t> batches{1};
+  // Inference: at most this many images per forward pass (vit_infer), a row
+  // per value; 0: vit_infer's default (infer_batch). Training runs whole batches.
+  std::vector<int64_t> sub_batches{0};
   std::vector<int> threads;  // empty: all cores
   std::vector<std::string> precisions{"fp32"};
   int reps = 5;
@@ -55,6 +58,7 @@ struct BenchRow {
   std::string mode;       // "infer" or "train"
   std::string precision;  // "fp32", "bf16"
   int64_t batch = 0;
+  int64_t sub_batch = 0;  // images per forward pass (inference: vit_infer's sub-batch; training: the batch)
   int threads = 0, reps = 0, warmup = 0;
   std::vector<double> seconds;  // each timed rep
   double median_ms = 0, min_ms = 0, max_ms = 0;

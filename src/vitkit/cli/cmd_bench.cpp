@@ -1,4 +1,4 @@
-// vitkit bench MODEL_OR_PRESET [--batch 1,8,256] [--threads 1,2] [--precision fp32,bf16]
+// vitkit bench MODEL_OR_PRESET [--batch 1,8,256] [--sub-batch 0,5,20] [--threads 1,2] [--precision fp32,bf16]
 //   [--reps N] [--warmup N] [--train] [--format text|md|csv|json] [--json] [--profile] [-o FILE]
 // A llama-bench-style sweep (analyze/bench.h).
 #include <cstdio>
@@ -20,6 +20,7 @@ namespace {
 struct BenchCliOpts {
   std::string model, format = "text", output;
   std::vector<int64_t> batches{1};
+  std::vector<int64_t> sub_batches{0};
   std::vector<int> threads;
   std::vector<std::string> precisions{"fp32"};
   int reps = 5, warmup = 1;
@@ -30,6 +31,10 @@ struct BenchCliOpts {
 void check_cli(const BenchCliOpts& o) {
   for (int64_t b : o.batches)
     if (b < 1) throw UsageError(cat("--batch: batch sizes must be >= 1, got ", b));
+  for (int64_t b : o.sub_batches)
+    if (b < 0) throw UsageError(cat("--sub-batch: sizes must be >= 0 (0: the default), got ", b));
+  if (o.train && o.sub_batches != std::vector<int64_t>{0})
+    throw UsageError("--sub-batch is for inference; --train runs whole batches");
   for (int t : o.threads)
     if (t < 1) throw UsageError(cat("--threads: thread counts must be >= 1, got ", t));
   for (auto& p : o.precisions) check_bench_precision(p, o.train, "--precision");
@@ -83,6 +88,7 @@ void run_bench_cmd(BenchCliOpts o) {
   auto model = load_model(o.model, o.load);
   BenchOptions b;
   b.batches = o.batches;
+  b.sub_batches = o.sub_batches;
   b.threads = o.threads;
   b.precisions = o.precisions;
   b.reps = o.reps;
@@ -106,6 +112,10 @@ void register_bench(CLI::App& app) {
   CLI::App* cmd = app.add_subcommand("bench", "Speed sweep: latency, images/s, GFLOP/s, peak memory per row");
   cmd->add_option("model", o->model, "Model file (.safetensors, .pth) or preset (random weights)")->required();
   cmd->add_option("--batch", o->batches, "Batch sizes, comma-separated (default 1)")->delimiter(',');
+  cmd->add_option("--sub-batch", o->sub_batches,
+                  "Inference: at most this many images per forward pass, comma-separated, a row each (default 0: "
+                  "about 1,024 tokens per pass)")
+      ->delimiter(',');
   cmd->add_option("--threads", o->threads, "Thread counts, comma-separated (default: all cores)")->delimiter(',');
   cmd->add_option("--precision", o->precisions, "Precisions, comma-separated: fp32, bf16 (default fp32)")
       ->delimiter(',');

@@ -220,6 +220,31 @@ void vit_forward(const ViT& m, const float* images, int64_t B, Acts& a, const Fo
   lin(m, hooks, m.head, a.pooled(), a.logits(), B);
 }
 
+int64_t infer_batch(const ViTConfig& c) {
+  const int64_t tokens = std::max<int64_t>(kInferTokens, kInferTokensPerDim * c.dim);
+  return std::max<int64_t>(1, tokens / c.tokens());
+}
+
+int64_t sub_batch_size(int64_t N, int64_t max_batch) {
+  if (N <= 0 || max_batch <= 0) return std::max<int64_t>(0, std::min(N, max_batch));
+  const int64_t parts = (N + max_batch - 1) / max_batch;
+  return (N + parts - 1) / parts;
+}
+
+void vit_infer(const ViT& m, const float* images, int64_t N, int64_t max_batch, Acts& acts, float* logits,
+               const ForwardHooks* hooks) {
+  const ViTConfig& c = m.cfg;
+  check(max_batch >= 1, "vit_infer: max_batch must be >= 1, got ", max_batch);
+  const int64_t per_image = int64_t(c.channels) * c.image_size * c.image_size;
+  const int64_t sub = sub_batch_size(N, max_batch);
+  for (int64_t i = 0; i < N; i += sub) {
+    const int64_t b = std::min(sub, N - i);
+    acts.plan(c, b, false);
+    vit_forward(m, images + i * per_image, b, acts, hooks);
+    std::memcpy(logits + i * c.classes, acts.logits(), sizeof(float) * b * c.classes);
+  }
+}
+
 Tensor vit_predict(const ViT& m, const Tensor& images, int64_t max_batch, const ForwardHooks* hooks) {
   const ViTConfig& c = m.cfg;
   check(images.ndim() == 4 && images.dim(1) == c.channels && images.dim(2) == c.image_size &&
@@ -228,16 +253,9 @@ Tensor vit_predict(const ViT& m, const Tensor& images, int64_t max_batch, const 
         ", ", c.image_size, ")");
   check(images.dtype() == DType::F32, "input must be float32, got ", dtype_name(images.dtype()));
   const int64_t N = images.dim(0);
-  if (max_batch <= 0) max_batch = std::max<int64_t>(1, 4096 / c.tokens());
   Tensor logits = Tensor::empty({N, c.classes});
   Acts acts;
-  const int64_t per_image = int64_t(c.channels) * c.image_size * c.image_size;
-  for (int64_t i = 0; i < N; i += max_batch) {
-    const int64_t b = std::min(max_batch, N - i);
-    acts.plan(c, b, false);
-    vit_forward(m, images.f32() + i * per_image, b, acts, hooks);
-    std::memcpy(logits.f32() + i * c.classes, acts.logits(), sizeof(float) * b * c.classes);
-  }
+  vit_infer(m, images.f32(), N, max_batch > 0 ? max_batch : infer_batch(c), acts, logits.f32(), hooks);
   return logits;
 }
 

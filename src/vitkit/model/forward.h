@@ -83,8 +83,33 @@ struct ForwardHooks {
 // (B, classes) are in acts.logits(). acts must be planned for B.
 void vit_forward(const ViT& m, const float* images, int64_t B, Acts& acts, const ForwardHooks* hooks = nullptr);
 
+// Inference on N images (N, C, S, S) in equal sub-batches of at most
+// max_batch images (sub_batch_size), one after the other through acts
+// (planned per sub-batch: its buffers grow once, then are reused): logits
+// (N, classes). Small sub-batches keep a block's activations in the caches.
+void vit_infer(const ViT& m, const float* images, int64_t N, int64_t max_batch, Acts& acts, float* logits,
+               const ForwardHooks* hooks = nullptr);
+
+// The largest sub-batch vit_infer makes of N images with at most max_batch
+// each: N split into ceil(N / max_batch) sub-batches as equal as possible.
+int64_t sub_batch_size(int64_t N, int64_t max_batch);
+
+// Tokens per forward pass that inference aims at by default: at least
+// kInferTokens, and at least kInferTokensPerDim x dim, so that a wide model's
+// weight matrices (streamed from memory once per pass) serve enough rows.
+// Measured (2 threads, AMD EPYC Zen 3, `vitkit bench --sub-batch`,
+// docs/performance.md): the default model (50 tokens, dim 128) at batch 256
+// takes 13% less time in sub-batches of 20-32 images (1,000-1,600 tokens)
+// than in one pass; ViT-B/16 (197 tokens, dim 768) is 2-7% slower in
+// sub-batches of 2-4 images than 8 at once, and the same from 8 to 32.
+inline constexpr int64_t kInferTokens = 1024;
+inline constexpr int64_t kInferTokensPerDim = 4;
+
+// The default sub-batch of inference: the tokens above / tokens per image, at least 1.
+int64_t infer_batch(const ViTConfig& c);
+
 // Convenience: logits (B, classes) for images (B, C, S, S), processed in
-// chunks of at most max_batch images (0: a chunk size that bounds memory).
+// sub-batches of at most max_batch images (0: infer_batch(cfg)).
 Tensor vit_predict(const ViT& m, const Tensor& images, int64_t max_batch = 0, const ForwardHooks* hooks = nullptr);
 
 }  // namespace vitkit
