@@ -1,17 +1,18 @@
 #!/usr/bin/python3
-"""The shipped default model in torchvision: tests/default_model_test.cpp.
+"""The shipped models in torchvision: tests/shipped_models_test.cpp.
 
-Usage: /usr/bin/python3 tests/ref/default_model_ref.py OUTDIR [N]
+Usage: /usr/bin/python3 tests/ref/shipped_models_ref.py OUTDIR [N] [NAME ...]
 
-Loads models/vit-tiny-fmnist.safetensors into torchvision's VisionTransformer
-(conv_proj made for one input channel) with load_state_dict(strict=True), runs
-the first N (default 1000; 0: all 10,000) Fashion-MNIST test images through
-torchvision's ToTensor + Normalize(mean, std) from the file's metadata, and
-writes into OUTDIR/default_model/:
+Loads each models/NAME.safetensors (default: every model in MODELS) into
+torchvision's VisionTransformer (conv_proj made for one input channel) with
+load_state_dict(strict=True), runs the first N Fashion-MNIST test images
+(default: the model's count in MODELS; 0: all 10,000) through torchvision's
+ToTensor + Normalize(mean, std) from the file's metadata, and writes into
+OUTDIR/shipped_models/NAME/:
   logits.npy    N x 10 float32
   result.json   {"images": N, "top1": ..., "correct": ...}
-Writes nothing (and says so) when the model or Debian's dataset-fashion-mnist
-is absent; the C++ test then skips.
+Writes nothing for a model (and says so) when it or Debian's
+dataset-fashion-mnist is absent; the C++ test then skips.
 """
 import gzip
 import json
@@ -27,7 +28,11 @@ ROOT = os.path.dirname(os.path.dirname(HERE))
 sys.path.insert(0, os.path.join(ROOT, "bench", "peers"))
 import _vit  # noqa: E402  (safetensors reader and torchvision builder shared with the peer benchmarks)
 
-MODEL = os.path.join(ROOT, "models", "vit-tiny-fmnist.safetensors")
+# name -> test images checked by default (Debian's torch multiplies with the
+# reference BLAS, about 1.5 GFLOP/s: 1,000 images of the default model take
+# about 55 s; a model of 126 M MACs per image, like the planned teacher
+# configs/vit-small-fmnist.toml, would get about 100).
+MODELS = {"vit-tiny-fmnist": 1000}
 FMNIST = "/usr/share/datasets/fashion-mnist"
 
 
@@ -39,19 +44,16 @@ def read_idx(path):
     return np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim).reshape(dims)
 
 
-def main():
-    if len(sys.argv) < 2:
-        sys.exit(f"usage: {sys.argv[0]} OUTDIR [N]")
-    n = int(sys.argv[2]) if len(sys.argv) > 2 else 1000
-    out = os.path.join(sys.argv[1], "default_model")
-    os.makedirs(out, exist_ok=True)
-    for p in (MODEL, os.path.join(FMNIST, "t10k-images-idx3-ubyte.gz")):
+def run(name, n, outdir):
+    path = os.path.join(ROOT, "models", name + ".safetensors")
+    for p in (path, os.path.join(FMNIST, "t10k-images-idx3-ubyte.gz")):
         if not os.path.exists(p):
-            print(f"default_model_ref: {p} is absent; nothing written")
+            print(f"shipped_models_ref: {p} is absent; nothing written for {name}")
             return
-    torch.set_num_threads(2)
-    model, cfg = _vit.load_model(MODEL)
-    _, meta = _vit.read_safetensors(MODEL)
+    out = os.path.join(outdir, "shipped_models", name)
+    os.makedirs(out, exist_ok=True)
+    model, cfg = _vit.load_model(path)
+    _, meta = _vit.read_safetensors(path)
     pre = json.loads(meta["vitkit.preprocess"])
     images = read_idx(os.path.join(FMNIST, "t10k-images-idx3-ubyte.gz")).copy()  # writable for ToTensor
     labels = read_idx(os.path.join(FMNIST, "t10k-labels-idx1-ubyte.gz")).astype(np.int64)
@@ -68,7 +70,20 @@ def main():
     np.save(os.path.join(out, "logits.npy"), logits)
     with open(os.path.join(out, "result.json"), "w") as f:
         json.dump({"images": n, "correct": correct, "top1": correct / n}, f)
-    print(f"default_model_ref: torchvision top-1 on the first {n} test images: {100 * correct / n:.2f}%")
+    print(f"shipped_models_ref: {name} in torchvision, top-1 on the first {n} test images: {100 * correct / n:.2f}%")
+
+
+def main():
+    if len(sys.argv) < 2:
+        sys.exit(f"usage: {sys.argv[0]} OUTDIR [N] [NAME ...]")
+    n = int(sys.argv[2]) if len(sys.argv) > 2 else None
+    names = sys.argv[3:] or list(MODELS)
+    for name in names:
+        if name not in MODELS:
+            sys.exit(f"shipped_models_ref: unknown model {name!r} (known: {', '.join(MODELS)})")
+    torch.set_num_threads(2)
+    for name in names:
+        run(name, MODELS[name] if n is None else n, sys.argv[1])
 
 
 if __name__ == "__main__":
