@@ -50,6 +50,14 @@ std::unique_ptr<ViT> random_model(const ViTConfig& c, uint64_t seed) {
   return m;
 }
 
+// `vitkit bench` on kTinyConfig with args and --json -q: the parsed report
+// (null, with a failure recorded, when the command exits non-zero).
+nlohmann::json bench_json(const std::string& args) {
+  auto r = test::run_cli(std::string("bench vit_b_16 --config ") + kTinyConfig + " " + args + " --json -q");
+  EXPECT_EQ(r.code, 0) << r.err;
+  return r.code == 0 ? nlohmann::json::parse(r.out) : nlohmann::json();
+}
+
 Tensor random_images(const ViTConfig& c, int64_t B, uint64_t seed) {
   Tensor x = Tensor::empty({B, c.channels, c.image_size, c.image_size});
   Rng rng(seed);
@@ -70,10 +78,8 @@ TEST(Bench, SummarizeMedianMinMax) {
 }
 
 TEST(Bench, JsonCarriesEveryField) {
-  auto r = test::run_cli(std::string("bench vit_b_16 --config ") + kTinyConfig +
-                         " --batch 1,3 --threads 1,2 --reps 2 --warmup 1 --json -q");
-  ASSERT_EQ(r.code, 0) << r.err;
-  auto j = nlohmann::json::parse(r.out);
+  auto j = bench_json("--batch 1,3 --threads 1,2 --reps 2 --warmup 1");
+  ASSERT_FALSE(j.is_null());
   for (const char* k : {"vitkit_version", "model", "arch", "params", "macs_per_image", "flops_per_image", "machine"})
     EXPECT_TRUE(j.contains(k)) << k;
   const auto& m = j["machine"];
@@ -119,12 +125,11 @@ TEST(Bench, TextCsvMarkdownAndProfile) {
 }
 
 TEST(Bench, TrainModeRow) {
-  auto r = test::run_cli(std::string("bench vit_b_16 --config ") + kTinyConfig +
-                         " --train --batch 4 --threads 1 --reps 1 --warmup 0 --json -q");
-  ASSERT_EQ(r.code, 0) << r.err;
-  auto j = nlohmann::json::parse(r.out);
+  auto j = bench_json("--train --batch 4 --threads 1 --reps 1 --warmup 0");
+  ASSERT_FALSE(j.is_null());
   ASSERT_EQ(j["rows"].size(), 1u);
   EXPECT_EQ(j["rows"][0]["mode"], "train");
+  EXPECT_EQ(j["rows"][0]["sub_batch"], 4);  // training: whole batches
   EXPECT_DOUBLE_EQ(j["flops_per_image"].get<double>(), 6.0 * j["macs_per_image"].get<double>());
 }
 
@@ -194,10 +199,8 @@ TEST(Bench, RowAllocatingMoreShowsHigherPeak) {
 // A row per --sub-batch value, each with the sub-batch it ran (0: the default,
 // infer_batch, split evenly by sub_batch_size).
 TEST(Bench, SubBatchRows) {
-  auto r = test::run_cli(std::string("bench vit_b_16 --config ") + kTinyConfig +
-                         " --batch 6 --sub-batch 0,4,1,9 --threads 1 --reps 1 --warmup 0 --json -q");
-  ASSERT_EQ(r.code, 0) << r.err;
-  auto j = nlohmann::json::parse(r.out);
+  auto j = bench_json("--batch 6 --sub-batch 0,4,1,9 --threads 1 --reps 1 --warmup 0");
+  ASSERT_FALSE(j.is_null());
   ASSERT_EQ(j["rows"].size(), 4u);
   // kTinyConfig: 5 tokens of dim 32, so the default is 1,024 / 5 = 204 images: the whole batch.
   const int64_t want[] = {6, 3, 1, 6};  // 4 -> two sub-batches of 3; 9 -> one of 6
@@ -205,10 +208,6 @@ TEST(Bench, SubBatchRows) {
     EXPECT_EQ(j["rows"][i]["batch"], 6);
     EXPECT_EQ(j["rows"][i]["sub_batch"], want[i]) << i;
   }
-  auto t = test::run_cli(std::string("bench vit_b_16 --config ") + kTinyConfig +
-                         " --train --batch 4 --threads 1 --reps 1 --warmup 0 --json -q");
-  ASSERT_EQ(t.code, 0) << t.err;
-  EXPECT_EQ(nlohmann::json::parse(t.out)["rows"][0]["sub_batch"], 4);  // training: whole batches
 }
 
 // Inference in sub-batches (vit_infer, as vit_predict and bench run it) gives

@@ -226,7 +226,8 @@ int64_t infer_batch(const ViTConfig& c) {
 }
 
 int64_t sub_batch_size(int64_t N, int64_t max_batch) {
-  if (N <= 0 || max_batch <= 0) return std::max<int64_t>(0, std::min(N, max_batch));
+  check(max_batch >= 1, "sub_batch_size: max_batch must be >= 1, got ", max_batch);
+  if (N <= 0) return 0;
   const int64_t parts = (N + max_batch - 1) / max_batch;
   return (N + parts - 1) / parts;
 }
@@ -234,7 +235,6 @@ int64_t sub_batch_size(int64_t N, int64_t max_batch) {
 void vit_infer(const ViT& m, const float* images, int64_t N, int64_t max_batch, Acts& acts, float* logits,
                const ForwardHooks* hooks) {
   const ViTConfig& c = m.cfg;
-  check(max_batch >= 1, "vit_infer: max_batch must be >= 1, got ", max_batch);
   const int64_t per_image = int64_t(c.channels) * c.image_size * c.image_size;
   const int64_t sub = sub_batch_size(N, max_batch);
   for (int64_t i = 0; i < N; i += sub) {

@@ -91,7 +91,7 @@ void vit_infer(const ViT& m, const float* images, int64_t N, int64_t max_batch, 
                const ForwardHooks* hooks = nullptr);
 
 // The largest sub-batch vit_infer makes of N images with at most max_batch
-// each: N split into ceil(N / max_batch) sub-batches as equal as possible.
+// each (>= 1): N split into ceil(N / max_batch) sub-batches as equal as possible.
 int64_t sub_batch_size(int64_t N, int64_t max_batch);
 
 // Tokens per forward pass that inference aims at by default: at least
