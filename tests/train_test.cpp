@@ -5,6 +5,8 @@
 // resumes and writes a model that eval scores as the history says.
 #include <gtest/gtest.h>
 
+#include <sys/wait.h>
+
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -159,8 +161,9 @@ TEST(TrainRun, ResumeContinuesExactly) {
   const TrainPaths parts = TrainPaths::beside(dir + "/parts.safetensors");
   {
     Trainer first(cfg, parts);
-    first.run(1);
+    first.run({.after_epoch = 1});
     EXPECT_EQ(first.epochs_done(), 1);
+    EXPECT_EQ(first.stop_reason(), StopReason::Epoch);
     EXPECT_FALSE(file_exists(parts.model)) << "a stopped run wrote its final model";
   }
   Trainer rest(cfg, parts);
@@ -175,6 +178,40 @@ TEST(TrainRun, ResumeContinuesExactly) {
     EXPECT_EQ(hist2[i].lr, hist[i].lr);
   }
   EXPECT_TRUE(file_exists(parts.model));
+
+  // Stopped in the middle of epochs: at step 15 (epoch 2 of 10 steps each), then
+  // by request_stop() (as Ctrl-C does) after one more step, then to the end.
+  const TrainPaths mid = TrainPaths::beside(dir + "/mid.safetensors");
+  {
+    Trainer a(cfg, mid);
+    EXPECT_TRUE(a.run({.at_step = 15}).size() == 1);
+    EXPECT_EQ(a.stop_reason(), StopReason::Step);
+    EXPECT_EQ(a.epochs_done(), 1);
+    EXPECT_EQ(a.epoch_step(), 5);
+  }
+  {
+    Trainer b(cfg, mid);
+    b.resume(mid.checkpoint);
+    EXPECT_EQ(b.epoch_step(), 5);
+    Trainer::request_stop();
+    b.run();
+    EXPECT_EQ(b.stop_reason(), StopReason::Signal);
+    EXPECT_EQ(b.epoch_step(), 6);
+    EXPECT_FALSE(file_exists(mid.model));
+  }
+  Trainer c(cfg, mid);
+  c.resume(mid.checkpoint);
+  const auto& hist3 = c.run();
+  EXPECT_EQ(c.stop_reason(), StopReason::Finished);
+  EXPECT_EQ(c.epoch_step(), 0);
+  EXPECT_TRUE(bitwise_equal(params_of(straight.model()), params_of(c.model())))
+      << "stops at steps 15 and 16 + resume differ from 3 epochs straight";
+  ASSERT_EQ(hist3.size(), hist.size());
+  for (size_t i = 0; i < hist.size(); ++i) {
+    EXPECT_EQ(hist3[i].train_loss, hist[i].train_loss) << "epoch " << i + 1;
+    EXPECT_EQ(hist3[i].train_top1, hist[i].train_top1) << "epoch " << i + 1;
+    EXPECT_EQ(hist3[i].test_top1, hist[i].test_top1) << "epoch " << i + 1;
+  }
 }
 
 TEST(TrainRun, ResumeRefusesAForeignCheckpoint) {
@@ -218,6 +255,27 @@ TEST(TrainRun, ResumeRefusesAForeignCheckpoint) {
   } catch (const Error& e) {
     EXPECT_NE(std::string(e.what()).find("epochs"), std::string::npos) << e.what();
   }
+  // An epoch stopped in its middle continues only with the same data, batch and seed.
+  const TrainPaths mid = TrainPaths::beside(dir + "/mid.safetensors");
+  {
+    Trainer t(fewer, mid);
+    t.run({.at_step = 1});
+    ASSERT_EQ(t.epoch_step(), 1);
+  }
+  TrainConfig batch = fewer, limit = fewer, seed = fewer;
+  batch.batch = 32;
+  limit.train_limit = 256;
+  seed.seed = 4;
+  for (auto [c, what] : {std::pair{batch, "batch = 64"}, std::pair{limit, "[data]"}, std::pair{seed, "seed = 3"}}) {
+    try {
+      Trainer t(c, TrainPaths::beside(dir + "/x.safetensors"));
+      t.resume(mid.checkpoint);
+      FAIL() << "resumed an unfinished epoch with other settings (" << what << ")";
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find(what), std::string::npos) << e.what();
+      EXPECT_NE(std::string(e.what()).find(mid.checkpoint), std::string::npos) << e.what();
+    }
+  }
 }
 
 TEST(TrainCli, TrainStopResumeThenEvalAgreesWithTheHistory) {
@@ -255,4 +313,49 @@ TEST(TrainCli, TrainStopResumeThenEvalAgreesWithTheHistory) {
   auto bad2 = test::run_cli("train --config " + cfg + " --epochs 0");
   EXPECT_NE(bad2.code, 0);
   EXPECT_NE(bad2.err.find("--epochs"), std::string::npos) << bad2.err;
+  auto bad3 = test::run_cli("train --config " + cfg + " --max-minutes -1");
+  EXPECT_NE(bad3.code, 0);
+  EXPECT_NE(bad3.err.find("--max-minutes"), std::string::npos) << bad3.err;
+}
+
+// The real path of a long run cut short: Ctrl-C (SIGINT) mid-epoch exits 130
+// with a checkpoint; --max-minutes stops it again; --resume then finishes it
+// with the same weights as a run never stopped.
+TEST(TrainCli, InterruptedAndTimeLimitedRunsResumeExactly) {
+  REQUIRE_FMNIST();
+  const std::string dir = test::temp_dir();
+  const std::string cfg = write_config(dir, small_toml("", 3200, 200, 0.f, 2));
+  const std::string out = dir + "/m.safetensors", ckpt = dir + "/m.ckpt.safetensors";
+  const std::string train = std::string(VITKIT_CLI) + " train --config " + cfg + " -o " + out + " --threads 2";
+  // SIGINT 1 s in: data loaded, a few of the 100 steps done.
+  int st = std::system(("timeout --preserve-status -s INT 1 " + train + " --json >" + dir + "/1.json 2>" + dir +
+                        "/1.err").c_str());
+  const std::string err1 = read_text_file(dir + "/1.err");
+  ASSERT_TRUE(WIFEXITED(st)) << err1;
+  ASSERT_EQ(WEXITSTATUS(st), 130) << err1;
+  EXPECT_NE(err1.find("stopping after this step"), std::string::npos) << err1;
+  auto j1 = nlohmann::json::parse(read_text_file(dir + "/1.json"));
+  EXPECT_EQ(j1["stop_reason"], "signal");
+  EXPECT_EQ(j1["finished"], false);
+  EXPECT_FALSE(file_exists(out));
+  ASSERT_TRUE(file_exists(ckpt));
+  const int64_t at1 = j1["epochs_done"].get<int64_t>() * 50 + j1["epoch_step"].get<int64_t>();
+  EXPECT_GT(at1, 0);
+  // --max-minutes 0.01 (0.6 s) stops it again after a few steps; text output.
+  auto r2 = test::run_cli("train --config " + cfg + " -o " + out + " --threads 2 --max-minutes 0.01 --resume " + ckpt);
+  ASSERT_EQ(r2.code, 0) << r2.err;
+  EXPECT_NE(r2.out.find("stopped    (time)"), std::string::npos) << r2.out;
+  EXPECT_NE(r2.out.find("--resume " + ckpt), std::string::npos) << r2.out;
+  auto r3 = test::run_cli("train --config " + cfg + " -o " + out + " --threads 2 --json --resume " + ckpt);
+  ASSERT_EQ(r3.code, 0) << r3.err;
+  auto j3 = nlohmann::json::parse(r3.out);
+  EXPECT_EQ(j3["stop_reason"], "finished");
+  ASSERT_EQ(j3["history"].size(), 2u);
+  // The same weights as the run never stopped.
+  set_num_threads(2);
+  Trainer straight(parse_train_config(read_text_file(cfg), cfg), TrainPaths::beside(dir + "/s.safetensors"));
+  const auto& hist = straight.run();
+  auto m = load_model(out);
+  EXPECT_TRUE(bitwise_equal(params_of(straight.model()), params_of(*m))) << "stopped twice and resumed";
+  EXPECT_EQ(j3["history"][1]["train_loss"].get<double>(), hist[1].train_loss);
 }

@@ -1,4 +1,9 @@
 // vitkit train --config configs/X.toml [-o model.safetensors] [--resume CKPT] [--init MODEL]
+// Ctrl-C (SIGINT) or SIGTERM stops after the current step with a checkpoint
+// that --resume continues exactly; a second one aborts at once.
+#include <signal.h>
+#include <unistd.h>
+
 #include <cstdio>
 
 #include "commands.h"
@@ -15,13 +20,36 @@ namespace {
 struct TrainOpts {
   std::string config, output, resume, init;
   int epochs = 0, stop_after = 0;
+  double max_minutes = 0;
   int64_t limit = 0;
   bool profile = false;
   LoadOptions load;
   CommonOpts common;
 };
 
+volatile sig_atomic_t g_signal = 0;
+
+extern "C" void on_stop_signal(int sig) {
+  g_signal = sig;
+  Trainer::request_stop();
+  static const char msg[] =
+      "\nvitkit train: stopping after this step and writing the checkpoint (once more to abort)\n";
+  ssize_t ignored = ::write(2, msg, sizeof msg - 1);
+  (void)ignored;
+}
+
+// SA_RESETHAND: the handler runs once; a second signal has its default effect.
+void catch_stop_signals() {
+  struct sigaction sa {};
+  sa.sa_handler = on_stop_signal;
+  sigemptyset(&sa.sa_mask);
+  sa.sa_flags = SA_RESETHAND;
+  sigaction(SIGINT, &sa, nullptr);
+  sigaction(SIGTERM, &sa, nullptr);
+}
+
 void run_train(const TrainOpts& o) {
+  catch_stop_signals();
   apply_common(o.common);
   TrainConfig cfg = load_train_config(o.config);
   if (o.epochs > 0) cfg.epochs = o.epochs;
@@ -40,22 +68,32 @@ void run_train(const TrainOpts& o) {
   const TrainPaths p = TrainPaths::beside(out);
   Trainer t(cfg, p, std::move(init));
   if (!o.resume.empty()) t.resume(o.resume);
-  const auto& hist = t.run(o.stop_after);
-  if (o.profile) print_profile();
+  const auto& hist = t.run({.after_epoch = o.stop_after, .after_seconds = 60 * o.max_minutes});
+  signal(SIGINT, SIG_DFL);
+  signal(SIGTERM, SIG_DFL);
   const bool finished = t.epochs_done() == cfg.epochs;
+  if (g_signal && !finished) set_exit_status(128 + g_signal);
+  if (o.profile) print_profile();
+  const char* why = stop_reason_name(t.stop_reason());
   if (o.common.json) {
     nlohmann::json h = nlohmann::json::array();
     for (auto& r : hist) h.push_back(r.to_json());
-    print_json({{"model", finished ? out : ""}, {"finished", finished}, {"epochs_done", t.epochs_done()},
-                {"checkpoint", p.checkpoint}, {"history_csv", p.history_csv}, {"history_json", p.history_json},
-                {"history", h}, {"config", cfg.to_json()}});
+    print_json({{"model", finished ? out : ""}, {"finished", finished}, {"stop_reason", why},
+                {"epochs_done", t.epochs_done()}, {"epoch_step", t.epoch_step()},
+                {"steps_per_epoch", t.steps_per_epoch()}, {"checkpoint", p.checkpoint},
+                {"history_csv", p.history_csv}, {"history_json", p.history_json}, {"history", h},
+                {"config", cfg.to_json()}});
     return;
   }
+  if (finished) std::printf("model      %s\n", out.c_str());
+  else if (t.epoch_step() > 0)
+    std::printf("stopped    (%s) in epoch %d of %d at step %lld of %lld; continue with --resume %s\n", why,
+                t.epochs_done() + 1, cfg.epochs, (long long)t.epoch_step(), (long long)t.steps_per_epoch(),
+                p.checkpoint.c_str());
+  else std::printf("stopped    (%s) after epoch %d of %d; continue with --resume %s\n", why, t.epochs_done(),
+                   cfg.epochs, p.checkpoint.c_str());
   if (hist.empty()) return;
   const EpochRecord& last = hist.back();
-  if (finished) std::printf("model      %s\n", out.c_str());
-  else std::printf("stopped    after epoch %d of %d; continue with --resume %s\n", t.epochs_done(), cfg.epochs,
-                   p.checkpoint.c_str());
   std::printf("epochs     %d (%lld steps)\n", last.epoch, (long long)last.steps);
   if (last.evaluated) std::printf("test top-1 %.2f%% (top-5 %.2f%%)\n", 100 * last.test_top1, 100 * last.test_top5);
   double secs = 0;
@@ -79,6 +117,10 @@ void register_train(CLI::App& app) {
       ->check(CLI::PositiveNumber);
   cmd->add_option("--stop-after", o->stop_after,
                   "Stop after this epoch (checkpoint and history written; no model yet): train in parts")
+      ->check(CLI::PositiveNumber);
+  cmd->add_option("--max-minutes", o->max_minutes,
+                  "Stop once this much time has passed, after the current step (checkpoint written; "
+                  "--resume continues exactly, mid-epoch too)")
       ->check(CLI::PositiveNumber);
   cmd->add_flag("--profile", o->profile, "Print where the time went, per op (stderr)");
   add_common(cmd, o->common);

@@ -15,6 +15,10 @@ void add_common(CLI::App* cmd, CommonOpts& o) {
   cmd->add_flag("-q,--quiet", o.quiet, "No progress output");
 }
 
+static int g_exit_status = 0;
+void set_exit_status(int status) { g_exit_status = status; }
+int exit_status() { return g_exit_status; }
+
 void apply_common(const CommonOpts& o) {
   set_num_threads(o.threads);
   set_progress_enabled(!o.quiet);

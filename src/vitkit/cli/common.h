@@ -15,6 +15,10 @@ struct CommonOpts {
 };
 // --threads, --json, --quiet
 void add_common(CLI::App* cmd, CommonOpts& o);
+// The process's exit status when a command ends without an error (default 0;
+// e.g. 130 for a training run stopped by Ctrl-C).
+void set_exit_status(int status);
+int exit_status();
 // Sets the thread count and progress display.
 void apply_common(const CommonOpts& o);
 

@@ -4,6 +4,7 @@
 #include <exception>
 
 #include "commands.h"
+#include "common.h"
 #include "vitkit/core/error.h"
 
 int main(int argc, char** argv) {
@@ -52,5 +53,5 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "vitkit: error: %s\n", e.what());
     return 1;
   }
-  return 0;
+  return vitkit::cli::exit_status();
 }

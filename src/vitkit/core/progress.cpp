@@ -19,13 +19,13 @@ std::string format_duration(double s) {
   return buf;
 }
 
-Progress::Progress(std::string label, int64_t total)
-    : label_(std::move(label)), total_(total), tty_(::isatty(2)) {
+Progress::Progress(std::string label, int64_t total, int64_t already_done)
+    : label_(std::move(label)), total_(total), start_done_(already_done), done_(already_done), tty_(::isatty(2)) {
   start_ = last_draw_ = std::chrono::steady_clock::now();
 }
 
 Progress::~Progress() {
-  if (!finished_ && done_ > 0) finish();
+  if (!finished_ && done_ > start_done_) finish();
 }
 
 double Progress::elapsed_seconds() const {
@@ -54,7 +54,8 @@ void Progress::draw(bool final_line) {
   double el = elapsed_seconds();
   double frac = total_ > 0 ? double(done_) / double(total_) : 0.0;
   if (frac > 1) frac = 1;
-  double eta = frac > 0 ? el / frac - el : 0;
+  const int64_t now_done = done_ - start_done_;
+  double eta = now_done > 0 ? el / double(now_done) * double(total_ - done_) : 0;
   std::string eta_s = final_line ? format_duration(el) : ("ETA " + format_duration(eta));
   if (tty_) {
     const int width = 24;

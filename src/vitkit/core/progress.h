@@ -12,7 +12,9 @@ bool progress_enabled();
 
 class Progress {
  public:
-  Progress(std::string label, int64_t total);
+  // already_done: units finished before this bar started (a resumed job); the
+  // ETA comes from the rate of the units done since.
+  Progress(std::string label, int64_t total, int64_t already_done = 0);
   ~Progress();
   // done: units finished so far; info: extra text (loss, accuracy, ...).
   void update(int64_t done, const std::string& info = "");
@@ -23,7 +25,7 @@ class Progress {
  private:
   void draw(bool final_line);
   std::string label_, info_;
-  int64_t total_, done_ = 0;
+  int64_t total_, start_done_, done_;
   bool tty_, finished_ = false;
   std::chrono::steady_clock::time_point start_, last_draw_;
 };

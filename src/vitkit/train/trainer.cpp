@@ -1,6 +1,7 @@
 #include "vitkit/train/trainer.h"
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cmath>
 #include <cstring>
@@ -30,6 +31,23 @@ namespace vitkit {
 
 using Clock = std::chrono::steady_clock;
 static double since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
+
+// Set by request_stop() (from a signal handler): lock-free, so async-signal-safe.
+static std::atomic<bool> g_stop_requested{false};
+static_assert(std::atomic<bool>::is_always_lock_free);
+
+void Trainer::request_stop() { g_stop_requested.store(true, std::memory_order_relaxed); }
+
+const char* stop_reason_name(StopReason r) {
+  switch (r) {
+    case StopReason::Finished: return "finished";
+    case StopReason::Epoch: return "epoch";
+    case StopReason::Step: return "step";
+    case StopReason::Time: return "time";
+    case StopReason::Signal: return "signal";
+  }
+  return "?";
+}
 
 nlohmann::json EpochRecord::to_json() const {
   nlohmann::json j{{"epoch", epoch},           {"steps", steps},     {"lr", lr},
@@ -151,7 +169,21 @@ void Trainer::load_data() {
   s.total_steps = steps_per_epoch * cfg_.epochs;
 }
 
-void Trainer::train_epoch(int epoch) {
+int64_t Trainer::steps_per_epoch() const {
+  check(data_ != nullptr, "Trainer::steps_per_epoch before the data is loaded");
+  return (data_->train.images.dim(0) + cfg_.batch - 1) / cfg_.batch;
+}
+
+// Checked after each step: a requested stop, the step limit or the time limit.
+bool Trainer::should_stop() {
+  if (g_stop_requested.load(std::memory_order_relaxed)) reason_ = StopReason::Signal;
+  else if (when_.at_step > 0 && step_ >= when_.at_step) reason_ = StopReason::Step;
+  else if (when_.after_seconds > 0 && since(run_start_) >= when_.after_seconds) reason_ = StopReason::Time;
+  else return false;
+  return true;
+}
+
+bool Trainer::train_epoch(int epoch) {
   const ViTConfig& mc = model_->cfg;
   const Split& tr = data_->train;
   const int64_t N = tr.images.dim(0), C = mc.channels, S = mc.image_size, per = C * S * S, K = mc.classes;
@@ -172,13 +204,17 @@ void Trainer::train_epoch(int epoch) {
   std::vector<int> labels(cfg_.batch);
   std::vector<int64_t> ids(cfg_.batch);
   std::vector<float> dlogits(size_t(cfg_.batch) * K);
-  const int64_t steps = (N + cfg_.batch - 1) / cfg_.batch;
-  Progress bar(cat("epoch ", epoch, "/", cfg_.epochs), steps);
+  const int64_t steps = steps_per_epoch();
+  // A stopped epoch continues with its running sums.
+  EpochProgress p = partial_.epoch == epoch ? partial_ : EpochProgress{epoch};
+  check(p.step >= 0 && p.step < steps, resumed_from_, ": the checkpoint stopped at step ", p.step, " of epoch ",
+        epoch, ", which has only ", steps, " steps with this config");
+  Progress bar(cat("epoch ", epoch, "/", cfg_.epochs), steps, p.step);
   auto t0 = Clock::now();
-  double loss_sum = 0;
-  int64_t hits = 0, seen = 0;
+  double loss_sum = p.loss_sum;
+  int64_t hits = p.hits, seen = p.seen;
   float lr = 0;
-  for (int64_t s = 0; s < steps; ++s) {
+  for (int64_t s = p.step; s < steps; ++s) {
     const int64_t i0 = s * cfg_.batch, B = std::min<int64_t>(cfg_.batch, N - i0);
     {
       VK_PROF("train.batch");
@@ -220,15 +256,21 @@ void Trainer::train_epoch(int epoch) {
     hits += correct;
     seen += B;
     bar.update(s + 1, cat("loss ", fmt_fixed(loss_sum / seen, 4), " acc ", fmt_fixed(100.0 * hits / seen, 2),
-                          "% ", fmt_fixed(seen / since(t0), 0), " img/s"));
+                          "% ", fmt_fixed((seen - p.seen) / since(t0), 0), " img/s"));
+    if (s + 1 < steps && should_stop()) {
+      partial_ = {epoch, s + 1, loss_sum, p.seconds + since(t0), hits, seen};
+      bar.finish(cat("stopped (", stop_reason_name(reason_), ") at step ", s + 1));
+      return false;
+    }
   }
+  partial_ = {};
   EpochRecord r;
   r.epoch = epoch;
   r.steps = step_;
   r.lr = lr;
   r.train_loss = loss_sum / seen;
   r.train_top1 = double(hits) / seen;
-  r.seconds = since(t0);
+  r.seconds = p.seconds + since(t0);
   r.images_per_s = seen / r.seconds;
   bar.finish(cat("loss ", fmt_fixed(r.train_loss, 4), " acc ", fmt_fixed(100 * r.train_top1, 2), "% ",
                  fmt_fixed(r.images_per_s, 0), " img/s"));
@@ -243,6 +285,7 @@ void Trainer::train_epoch(int epoch) {
                    e.loss);
   }
   history_.push_back(r);
+  return true;
 }
 
 void Trainer::save_checkpoint() const {
@@ -256,6 +299,10 @@ void Trainer::save_checkpoint() const {
   for (auto& r : history_) hist.push_back(r.to_json());
   nlohmann::json state{{"epochs_done", epochs_done_}, {"step", step_}, {"adam_steps", adam.steps()},
                        {"history", hist}, {"train_config", cfg_.to_json()}};
+  if (partial_.step > 0)
+    state["epoch_in_progress"] = {{"epoch", partial_.epoch}, {"step", partial_.step},
+                                  {"loss_sum", partial_.loss_sum}, {"seconds", partial_.seconds},
+                                  {"hits", partial_.hits},         {"seen", partial_.seen}};
   nlohmann::json cj = config_to_json(model_->cfg);
   std::map<std::string, std::string> md{{"vitkit.preprocess", cj["preprocess"].dump()},
                                         {"vitkit.train_state", state.dump()},
@@ -267,6 +314,7 @@ void Trainer::save_checkpoint() const {
 
 void Trainer::resume(const std::string& path) {
   SafetensorsReader r(path);
+  resumed_from_ = path;
   auto md = r.metadata();
   check(md.count("vitkit.train_state"), path, ": not a vitkit training checkpoint (no vitkit.train_state)");
   nlohmann::json st;
@@ -294,6 +342,25 @@ void Trainer::resume(const std::string& path) {
     step_ = st.at("step").get<int64_t>();
     history_.clear();
     for (auto& h : st.at("history")) history_.push_back(EpochRecord::from_json(h));
+    partial_ = {};
+    if (st.contains("epoch_in_progress")) {
+      const auto& p = st.at("epoch_in_progress");
+      partial_ = {p.at("epoch").get<int>(),       p.at("step").get<int64_t>(), p.at("loss_sum").get<double>(),
+                  p.at("seconds").get<double>(), p.at("hits").get<int64_t>(), p.at("seen").get<int64_t>()};
+      check(partial_.epoch == epochs_done_ + 1 && partial_.step > 0 && partial_.seen > 0 && partial_.hits >= 0 &&
+                partial_.hits <= partial_.seen,
+            path, ": corrupted training state: epoch_in_progress ", p.dump(), " after ", epochs_done_, " epochs");
+      // The rest of the epoch needs the same order and augmentation of the same images.
+      const nlohmann::json was = st.at("train_config"), now = cfg_.to_json();
+      for (const char* key : {"data", "augment"})
+        check(was.at(key) == now.at(key), path, ": stopped in the middle of epoch ", partial_.epoch,
+              " with [", key, "] ", was.at(key).dump(), "; this config has ", now.at(key).dump(),
+              " (resume an unfinished epoch with the same settings)");
+      for (const char* key : {"batch", "seed"})
+        check(was.at("train").at(key) == now.at("train").at(key), path, ": stopped in the middle of epoch ",
+              partial_.epoch, " with ", key, " = ", was.at("train").at(key).dump(), "; this config has ",
+              now.at("train").at(key).dump(), " (resume an unfinished epoch with the same settings)");
+    }
   } catch (const nlohmann::json::exception& e) {
     fail(path, ": corrupted training state: ", e.what());
   }
@@ -314,19 +381,27 @@ void Trainer::save_history() const {
   write_text_atomic(paths_.history_csv, csv);
 }
 
-const std::vector<EpochRecord>& Trainer::run(int stop_after) {
+const std::vector<EpochRecord>& Trainer::run(const StopWhen& when) {
+  when_ = when;
+  reason_ = StopReason::Finished;
+  run_start_ = Clock::now();
   load_data();
   if (progress_enabled())
     std::fprintf(stderr, "train: %s\ntest: %s\nmodel: %lld parameters; %d epochs of %lld steps\n",
                  data_->train.what.c_str(), data_->test.what.c_str(), (long long)model_->params.count(),
                  cfg_.epochs, (long long)((data_->train.images.dim(0) + cfg_.batch - 1) / cfg_.batch));
-  const int last = stop_after > 0 ? std::min(stop_after, cfg_.epochs) : cfg_.epochs;
-  for (int e = epochs_done_ + 1; e <= last; ++e) {
-    train_epoch(e);
-    epochs_done_ = e;
+  for (int e = epochs_done_ + 1; e <= cfg_.epochs; ++e) {
+    const bool done = train_epoch(e);
+    if (done) epochs_done_ = e;
     save_checkpoint();
     save_history();
+    if (!done) break;
+    if (e == cfg_.epochs) break;
+    if (when.after_epoch > 0 && e >= when.after_epoch) reason_ = StopReason::Epoch;
+    else if (!should_stop()) continue;
+    break;
   }
+  g_stop_requested.store(false, std::memory_order_relaxed);
   if (epochs_done_ == cfg_.epochs) save_model(*model_, paths_.model);
   return history_;
 }
