@@ -13,6 +13,7 @@
 #include "vitkit/analyze/memory.h"
 #include "vitkit/compress/bf16.h"
 #include "vitkit/core/rng.h"
+#include "vitkit/core/threads.h"
 #include "vitkit/model/forward.h"
 #include "vitkit/model/init.h"
 
@@ -89,7 +90,7 @@ TEST(Bench, JsonCarriesEveryField) {
   EXPECT_GT(m["ceiling_gflops"]["2"].get<double>(), 0);
   ASSERT_EQ(j["rows"].size(), 4u);  // batch {1, 3} x threads {1, 2}
   for (const auto& row : j["rows"]) {
-    for (const char* k : {"model", "arch", "mode", "precision", "batch", "sub_batch", "threads", "reps", "warmup", "median_ms",
+    for (const char* k : {"model", "arch", "mode", "precision", "batch", "sub_batch", "parallel", "threads", "reps", "warmup", "median_ms",
                           "min_ms", "max_ms", "images_per_s", "gflops", "ceiling_gflops", "ceiling_fraction",
                           "peak_rss_mib", "times_ms"})
       EXPECT_TRUE(row.contains(k)) << k;
@@ -118,7 +119,7 @@ TEST(Bench, TextCsvMarkdownAndProfile) {
   EXPECT_NE(text.out.find("fwd.attention"), std::string::npos) << text.out;
   auto csv = test::run_cli(base + " --format csv");
   ASSERT_EQ(csv.code, 0) << csv.err;
-  EXPECT_EQ(csv.out.rfind("model,mode,precision,batch,sub-batch,threads,", 0), 0u) << csv.out;
+  EXPECT_EQ(csv.out.rfind("model,mode,precision,batch,sub-batch,parallel,threads,", 0), 0u) << csv.out;
   auto md = test::run_cli(base + " --format md");
   ASSERT_EQ(md.code, 0) << md.err;
   EXPECT_NE(md.out.find("| model | mode |"), std::string::npos) << md.out;
@@ -144,7 +145,9 @@ TEST(Bench, BadFlagsAreUsageErrors) {
            {" --threads 0", "--threads"},
            {" --json --format csv", "--json"},
            {" --sub-batch -1", "--sub-batch"},
-           {" --train --sub-batch 2", "--sub-batch"}}) {
+           {" --train --sub-batch 2", "--sub-batch"},
+           {" --parallel images", "--parallel"},
+           {" --train --parallel image", "--parallel"}}) {
     auto r = test::run_cli(base + args);
     EXPECT_EQ(r.code, 2) << args << ": " << r.err;
     EXPECT_NE(r.err.find(flag), std::string::npos) << args << ": " << r.err;
@@ -210,6 +213,16 @@ TEST(Bench, SubBatchRows) {
   }
 }
 
+// A row per --parallel value, each naming the split it ran (auto resolved).
+TEST(Bench, ParallelRows) {
+  auto j = bench_json("--batch 6 --sub-batch 2 --parallel op,image,auto --threads 2,1 --reps 1 --warmup 0");
+  ASSERT_FALSE(j.is_null());
+  ASSERT_EQ(j["rows"].size(), 6u);
+  // threads 2: op, image, auto -> image (3 images a thread, sub-batches of 2); threads 1: always op.
+  const char* want[] = {"op", "op", "image", "op", "image", "op"};
+  for (size_t i = 0; i < 6; ++i) EXPECT_EQ(j["rows"][i]["parallel"], want[i]) << i;
+}
+
 // Inference in sub-batches (vit_infer, as vit_predict and bench run it) gives
 // the logits of one pass over the whole batch, for every split.
 TEST(Infer, SubBatchesGiveTheWholeBatchsLogits) {
@@ -238,6 +251,52 @@ TEST(Infer, SubBatchesGiveTheWholeBatchsLogits) {
     EXPECT_LE(test::max_abs_diff(got, want), tol) << "sub-batches of at most " << sub;
   }
   EXPECT_LE(test::max_abs_diff(vit_predict(*m, x), want), tol) << "default sub-batch";
+}
+
+// Per image, each thread runs whole sub-batches with every op on one thread
+// (oneDNN's primitives for one thread, each thread its own scratchpad): the
+// same logits as per op, for every split and thread count.
+TEST(Infer, PerImageThreadsGiveThePerOpLogits) {
+  const ViTConfig c = small_config(28, 4, 64, 2, 4, 128);
+  auto m = random_model(c, 5);
+  const int64_t N = 37;
+  Tensor x = random_images(c, N, 6);
+  const int saved = num_threads();
+  set_num_threads(2);
+  Tensor want = Tensor::empty({N, c.classes});
+  Acts a;
+  vit_infer(*m, x.f32(), N, 37, a, want.f32(), nullptr, InferThreads::PerOp);
+  const float tol = 1e-5f * test::max_abs(want);
+  for (int nt : {2, 3})
+    for (int64_t sub : {int64_t(1), int64_t(4), int64_t(20)}) {
+      set_num_threads(nt);
+      ASSERT_TRUE(infer_per_image(N, sub, nt, nullptr, InferThreads::PerImage));
+      Tensor got = Tensor::empty({N, c.classes});
+      for (int rep = 0; rep < 2; ++rep) {  // the second call reuses the per-thread buffers
+        std::memset(got.f32(), 0, sizeof(float) * N * c.classes);
+        vit_infer(*m, x.f32(), N, sub, a, got.f32(), nullptr, InferThreads::PerImage);
+        EXPECT_LE(test::max_abs_diff(got, want), tol) << nt << " threads, sub-batches of " << sub;
+      }
+    }
+  set_num_threads(saved);
+  // When auto picks per image: each thread gets a full sub-batch, no hooks,
+  // more than one thread.
+  EXPECT_TRUE(infer_per_image(40, 20, 2, nullptr, InferThreads::Auto));
+  EXPECT_FALSE(infer_per_image(39, 20, 2, nullptr, InferThreads::Auto));
+  EXPECT_FALSE(infer_per_image(40, 20, 1, nullptr, InferThreads::Auto));
+  EXPECT_FALSE(infer_per_image(40, 20, 2, nullptr, InferThreads::PerOp));
+  ForwardHooks hooks;
+  EXPECT_FALSE(infer_per_image(40, 20, 2, &hooks, InferThreads::Auto));
+  EXPECT_FALSE(infer_per_image(40, 20, 2, &hooks, InferThreads::PerImage));
+  // Compressed layers too (bf16: its own conversion buffer per call).
+  auto bf = m->clone();
+  convert_linears_to_bf16(*bf);
+  set_num_threads(2);
+  Tensor bf_op = Tensor::empty({N, c.classes}), bf_img = Tensor::empty({N, c.classes});
+  vit_infer(*bf, x.f32(), N, 4, a, bf_op.f32(), nullptr, InferThreads::PerOp);
+  vit_infer(*bf, x.f32(), N, 4, a, bf_img.f32(), nullptr, InferThreads::PerImage);
+  EXPECT_LE(test::max_abs_diff(bf_img, bf_op), tol) << "bf16";
+  set_num_threads(saved);
 }
 
 // bf16 keeps 8 significant bits (a relative rounding error of at most 2^-9 ~

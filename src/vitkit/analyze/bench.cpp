@@ -88,6 +88,7 @@ nlohmann::json BenchRow::to_json() const {
                    {"precision", precision},
                    {"batch", batch},
                    {"sub_batch", sub_batch},
+                   {"parallel", parallel},
                    {"threads", threads},
                    {"reps", reps},
                    {"warmup", warmup},
@@ -134,12 +135,13 @@ nlohmann::json BenchReport::to_json() const {
 }
 
 Table BenchReport::table() const {
-  Table t({"model", "mode", "precision", "batch", "sub-batch", "threads", "median ms", "min ms", "max ms", "images/s",
-           "GFLOP/s", "of ceiling", "peak RSS MiB"});
-  t.right_align({3, 4, 5, 6, 7, 8, 9, 10, 11, 12});
+  Table t({"model", "mode", "precision", "batch", "sub-batch", "parallel", "threads", "median ms", "min ms", "max ms",
+           "images/s", "GFLOP/s", "of ceiling", "peak RSS MiB"});
+  t.right_align({3, 4, 6, 7, 8, 9, 10, 11, 12, 13});
   for (auto& r : rows) {
     const int dec = r.median_ms < 10 ? 3 : r.median_ms < 1000 ? 2 : 1;
-    t.add({r.model, r.mode, r.precision, std::to_string(r.batch), std::to_string(r.sub_batch), std::to_string(r.threads),
+    t.add({r.model, r.mode, r.precision, std::to_string(r.batch), std::to_string(r.sub_batch), r.parallel,
+           std::to_string(r.threads),
            fmt_fixed(r.median_ms, dec), fmt_fixed(r.min_ms, dec), fmt_fixed(r.max_ms, dec),
            fmt_fixed(r.images_per_s, r.images_per_s < 100 ? 2 : 1), fmt_fixed(r.gflops, 1),
            fmt_fixed(100 * r.ceiling_fraction, 1) + "%", r.peak_rss_mib < 0 ? "-" : fmt_fixed(r.peak_rss_mib, 1)});
@@ -239,11 +241,13 @@ struct RowState {
   Acts acts;
   BackWork work;
   int64_t batch = 0, sub_batch = 0;  // inference: the batch runs in sub-batches of sub_batch images (vit_infer)
+  InferThreads parallel = InferThreads::PerOp;  // inference: per op or per image
   std::vector<float> logits;          // inference: (batch, classes)
 };
 
-// sub: the row's sub-batch (the batch itself in training).
-std::unique_ptr<RowState> make_state(const ViT& m, int64_t B, int64_t sub, bool train, uint64_t seed) {
+// sub: the row's sub-batch (the batch itself in training); par: its thread split.
+std::unique_ptr<RowState> make_state(const ViT& m, int64_t B, int64_t sub, InferThreads par, bool train,
+                                     uint64_t seed) {
   auto s = std::make_unique<RowState>();
   s->model = &m;
   const ViTConfig& c = m.cfg;
@@ -253,6 +257,7 @@ std::unique_ptr<RowState> make_state(const ViT& m, int64_t B, int64_t sub, bool 
   for (int64_t i = 0; i < s->images.numel(); ++i) x[i] = rng.normal();
   s->batch = B;
   s->sub_batch = train ? B : sub;
+  s->parallel = par;
   s->acts.plan(c, s->sub_batch, train);
   if (!train) s->logits.resize(size_t(B) * c.classes);
   if (train) {
@@ -265,7 +270,7 @@ std::unique_ptr<RowState> make_state(const ViT& m, int64_t B, int64_t sub, bool 
 }
 
 void infer_step(RowState& s) {
-  vit_infer(*s.model, s.images.f32(), s.batch, s.sub_batch, s.acts, s.logits.data());
+  vit_infer(*s.model, s.images.f32(), s.batch, s.sub_batch, s.acts, s.logits.data(), nullptr, s.parallel);
 }
 
 // One optimizer step as a training loop runs it (without data loading): forward,
@@ -318,6 +323,7 @@ class Sweep {
     for (auto& p : o_.precisions)
       for (int64_t b : o_.batches)
         for (int64_t sub : o_.sub_batches)
+        for (InferThreads par : o_.parallel)
         for (int t : threads_list()) {
           BenchRow r;
           r.model = report_.model;
@@ -325,12 +331,20 @@ class Sweep {
           r.mode = o_.train ? "train" : "infer";
           r.precision = p;
           r.batch = b;
-          r.sub_batch = o_.train ? b : sub_batch_size(b, sub > 0 ? sub : infer_batch(base_.cfg));
+          const int64_t max_batch = sub > 0 ? sub : infer_batch(base_.cfg);
+          r.sub_batch = o_.train ? b : sub_batch_size(b, max_batch);
+          // The split vit_infer makes (auto resolved), fixed for the row's reps.
+          const bool per_image = !o_.train && infer_per_image(b, max_batch, t, nullptr, par);
+          r.parallel = per_image ? "image" : "op";
           r.threads = t;
           r.reps = o_.reps;
           r.warmup = o_.warmup;
           report_.rows.push_back(r);
         }
+  }
+
+  static InferThreads infer_mode(const BenchRow& r) {
+    return r.parallel == "image" ? InferThreads::PerImage : InferThreads::PerOp;
   }
 
   // The model in precision p, built once (fp32: the model itself; a sweep of
@@ -392,7 +406,7 @@ class Sweep {
     std::vector<std::unique_ptr<RowState>> states(n);
     for (size_t i = 0; i < n; ++i) {
       const BenchRow& r = report_.rows[i];
-      states[i] = make_state(variant(r.precision), r.batch, r.sub_batch, o_.train, o_.seed + i);
+      states[i] = make_state(variant(r.precision), r.batch, r.sub_batch, infer_mode(r), o_.train, o_.seed + i);
     }
     const bool was_on = prof::enabled();
     prof::set_enabled(false);
@@ -428,7 +442,7 @@ class Sweep {
       release_free_memory();
       reset_peak_rss();
       {
-        auto s = make_state(variant(r.precision), r.batch, r.sub_batch, o_.train, o_.seed + i);
+        auto s = make_state(variant(r.precision), r.batch, r.sub_batch, infer_mode(r), o_.train, o_.seed + i);
         step(i, *s);
       }
       r.peak_rss_mib = double(peak_rss_bytes()) / (1024.0 * 1024.0);
@@ -481,6 +495,9 @@ void check_options(const BenchOptions& o) {
   check(!o.sub_batches.empty(), "bench: no sub-batch sizes");
   for (int64_t b : o.sub_batches) check(b >= 0, "bench: sub-batch sizes must be >= 0, got ", b);
   check(!o.train || o.sub_batches == std::vector<int64_t>{0}, "bench: training runs whole batches (no sub-batches)");
+  check(!o.parallel.empty(), "bench: no thread split (parallel)");
+  check(!o.train || o.parallel == std::vector<InferThreads>{InferThreads::Auto},
+        "bench: training splits its threads per op (no parallel choice)");
   for (int t : o.threads) check(t >= 1, "bench: thread counts must be >= 1, got ", t);
   for (auto& p : o.precisions) check_bench_precision(p, o.train, "precision");
 }

@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "vitkit/core/profile.h"
+#include "vitkit/model/forward.h"
 #include "vitkit/model/vit.h"
 #include "vitkit/report/table.h"
 
@@ -31,6 +32,8 @@ struct BenchOptions {
   // Inference: at most this many images per forward pass (vit_infer), a row
   // per value; 0: vit_infer's default (infer_batch). Training runs whole batches.
   std::vector<int64_t> sub_batches{0};
+  // Inference: how vit_infer uses the threads (per op or per image), a row per value.
+  std::vector<InferThreads> parallel{InferThreads::Auto};
   std::vector<int> threads;  // empty: all cores
   std::vector<std::string> precisions{"fp32"};
   int reps = 5;
@@ -59,6 +62,7 @@ struct BenchRow {
   std::string precision;  // "fp32", "bf16"
   int64_t batch = 0;
   int64_t sub_batch = 0;  // images per forward pass (inference: vit_infer's sub-batch; training: the batch)
+  std::string parallel;   // "op" or "image": how the threads split the work (training: "op")
   int threads = 0, reps = 0, warmup = 0;
   std::vector<double> seconds;  // each timed rep
   double median_ms = 0, min_ms = 0, max_ms = 0;

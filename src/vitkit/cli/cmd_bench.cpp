@@ -21,6 +21,7 @@ struct BenchCliOpts {
   std::string model, format = "text", output;
   std::vector<int64_t> batches{1};
   std::vector<int64_t> sub_batches{0};
+  std::vector<std::string> parallel{"auto"};
   std::vector<int> threads;
   std::vector<std::string> precisions{"fp32"};
   int reps = 5, warmup = 1;
@@ -35,6 +36,9 @@ void check_cli(const BenchCliOpts& o) {
     if (b < 0) throw UsageError(cat("--sub-batch: sizes must be >= 0 (0: the default), got ", b));
   if (o.train && o.sub_batches != std::vector<int64_t>{0})
     throw UsageError("--sub-batch is for inference; --train runs whole batches");
+  for (auto& p : o.parallel) parse_infer_threads(p, "--parallel");
+  if (o.train && o.parallel != std::vector<std::string>{"auto"})
+    throw UsageError("--parallel is for inference; --train splits every op over the threads");
   for (int t : o.threads)
     if (t < 1) throw UsageError(cat("--threads: thread counts must be >= 1, got ", t));
   for (auto& p : o.precisions) check_bench_precision(p, o.train, "--precision");
@@ -89,6 +93,8 @@ void run_bench_cmd(BenchCliOpts o) {
   BenchOptions b;
   b.batches = o.batches;
   b.sub_batches = o.sub_batches;
+  b.parallel.clear();
+  for (auto& p : o.parallel) b.parallel.push_back(parse_infer_threads(p, "--parallel"));
   b.threads = o.threads;
   b.precisions = o.precisions;
   b.reps = o.reps;
@@ -115,6 +121,11 @@ void register_bench(CLI::App& app) {
   cmd->add_option("--sub-batch", o->sub_batches,
                   "Inference: at most this many images per forward pass, comma-separated, a row each (default 0: "
                   "about 1,024 tokens per pass)")
+      ->delimiter(',');
+  cmd->add_option("--parallel", o->parallel,
+                  "Inference: how threads split the work, comma-separated, a row each: op (every op over all "
+                  "threads), image (each thread whole images), auto (default: image when each thread gets a full "
+                  "sub-batch)")
       ->delimiter(',');
   cmd->add_option("--threads", o->threads, "Thread counts, comma-separated (default: all cores)")->delimiter(',');
   cmd->add_option("--precision", o->precisions, "Precisions, comma-separated: fp32, bf16 (default fp32)")

@@ -2,7 +2,9 @@
 
 #include <omp.h>
 
+#include <cstdlib>
 #include <cstring>
+#include <new>
 #include <dnnl.hpp>
 #include <map>
 #include <mutex>
@@ -34,12 +36,11 @@ struct Key {
 
 struct Entry {
   dnnl::matmul prim;
-  dnnl::memory::desc a, b, c, bias;
+  dnnl::memory::desc a, b, c, bias, scratch;
 };
 
 struct Context {
   dnnl::engine engine{dnnl::engine::kind::cpu, 0};
-  dnnl::stream stream{engine};
   std::map<Key, Entry> cache;
   std::mutex mu;
 };
@@ -73,14 +74,49 @@ Entry& lookup(const Key& k) {
   if (k.beta != 0.f) po.append_sum(k.beta);
   if (k.act != Epilogue::None) po.append_eltwise(1.f, eltwise_alg(k.act), 0.f, 0.f);
   attr.set_post_ops(po);
+  // Each calling thread brings its own scratchpad (thread_scratch): oneDNN's
+  // library-managed one belongs to the creating thread, and two threads running
+  // one primitive at once (vit_infer per image) would share it.
+  attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
   try {
     dnnl::matmul::desc d = k.bias ? dnnl::matmul::desc(e.a, e.b, e.bias, e.c) : dnnl::matmul::desc(e.a, e.b, e.c);
     dnnl::matmul::primitive_desc pd(d, attr, c.engine);
+    e.scratch = pd.scratchpad_desc();
     e.prim = dnnl::matmul(pd);
   } catch (const dnnl::error& err) {
     fail("oneDNN matmul (", k.M, "x", k.N, "x", k.K, ") could not be created: ", err.what());
   }
   return c.cache.emplace(k, std::move(e)).first->second;
+}
+
+// oneDNN runs a primitive on the calling thread alone inside a parallel region
+// (vit_infer's per-image mode), so such calls get primitives made for 1 thread.
+int gemm_threads() { return omp_in_parallel() ? 1 : omp_get_max_threads(); }
+
+// A stream per thread: threads of a parallel region may execute primitives at once.
+dnnl::stream& thread_stream() {
+  thread_local dnnl::stream s{ctx().engine};
+  return s;
+}
+
+// This thread's scratchpad for oneDNN: grows to the largest size asked for.
+void* thread_scratch(size_t bytes) {
+  struct Buf {
+    void* p = nullptr;
+    size_t size = 0;
+    ~Buf() { std::free(p); }
+  };
+  thread_local Buf b;
+  if (bytes > b.size) {
+    std::free(b.p);
+    b.size = (bytes + 4095) / 4096 * 4096;
+    b.p = std::aligned_alloc(4096, b.size);
+    if (!b.p) {
+      b.size = 0;
+      throw std::bad_alloc();
+    }
+  }
+  return b.p;
 }
 
 void run(const Key& k, const void* A, const void* B, float* C, const float* bias) {
@@ -93,17 +129,20 @@ void run(const Key& k, const void* A, const void* B, float* C, const float* bias
   dnnl::memory mc(e.c, c.engine, C);
   std::unordered_map<int, dnnl::memory> args{{DNNL_ARG_SRC, ma}, {DNNL_ARG_WEIGHTS, mb}, {DNNL_ARG_DST, mc}};
   if (bias) args.emplace(DNNL_ARG_BIAS, dnnl::memory(e.bias, c.engine, const_cast<float*>(bias)));
+  if (const size_t n = e.scratch.get_size())
+    args.emplace(DNNL_ARG_SCRATCHPAD, dnnl::memory(e.scratch, c.engine, thread_scratch(n)));
   dnnl::matmul prim = e.prim;
   lock.unlock();
-  prim.execute(c.stream, args);
-  c.stream.wait();
+  dnnl::stream& s = thread_stream();
+  prim.execute(s, args);
+  s.wait();
 }
 
 }  // namespace
 
 void gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda,
           const float* B, int64_t ldb, float beta, float* C, int64_t ldc, const float* bias, Epilogue act) {
-  Key k{ta, tb, M, N, K, lda, ldb, ldc, alpha, beta, bias != nullptr, act, dt::f32, omp_get_max_threads()};
+  Key k{ta, tb, M, N, K, lda, ldb, ldc, alpha, beta, bias != nullptr, act, dt::f32, gemm_threads()};
   run(k, A, B, C, bias);
 }
 
@@ -154,7 +193,7 @@ void gemm_bf16(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, c
     gemm(ta, tb, M, N, K, alpha, a.data(), lda, b.data(), ldb, beta, C, ldc, bias, act);
     return;
   }
-  Key k{ta, tb, M, N, K, lda, ldb, ldc, alpha, beta, bias != nullptr, act, dt::bf16, omp_get_max_threads()};
+  Key k{ta, tb, M, N, K, lda, ldb, ldc, alpha, beta, bias != nullptr, act, dt::bf16, gemm_threads()};
   run(k, A, B, C, bias);
 }
 

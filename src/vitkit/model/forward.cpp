@@ -2,9 +2,14 @@
 
 #include <algorithm>
 #include <cstring>
+#include <exception>
+#include <string>
+
+#include <omp.h>
 
 #include "vitkit/core/error.h"
 #include "vitkit/core/profile.h"
+#include "vitkit/core/threads.h"
 #include "vitkit/kernels/activations.h"
 #include "vitkit/kernels/attention.h"
 #include "vitkit/kernels/dropout.h"
@@ -232,8 +237,9 @@ int64_t sub_batch_size(int64_t N, int64_t max_batch) {
   return (N + parts - 1) / parts;
 }
 
-void vit_infer(const ViT& m, const float* images, int64_t N, int64_t max_batch, Acts& acts, float* logits,
-               const ForwardHooks* hooks) {
+// Images [0, N) in sub-batches of at most max_batch, one after the other.
+static void infer_serial(const ViT& m, const float* images, int64_t N, int64_t max_batch, Acts& acts,
+                         float* logits, const ForwardHooks* hooks) {
   const ViTConfig& c = m.cfg;
   const int64_t per_image = int64_t(c.channels) * c.image_size * c.image_size;
   const int64_t sub = sub_batch_size(N, max_batch);
@@ -243,6 +249,58 @@ void vit_infer(const ViT& m, const float* images, int64_t N, int64_t max_batch, 
     vit_forward(m, images + i * per_image, b, acts, hooks);
     std::memcpy(logits + i * c.classes, acts.logits(), sizeof(float) * b * c.classes);
   }
+}
+
+const char* infer_threads_name(InferThreads t) {
+  switch (t) {
+    case InferThreads::Auto: return "auto";
+    case InferThreads::PerOp: return "op";
+    case InferThreads::PerImage: return "image";
+  }
+  return "?";
+}
+
+InferThreads parse_infer_threads(const std::string& s, const std::string& flag) {
+  for (InferThreads t : {InferThreads::Auto, InferThreads::PerOp, InferThreads::PerImage})
+    if (s == infer_threads_name(t)) return t;
+  throw UsageError(cat(flag, ": '", s, "' is not auto, op or image"));
+}
+
+bool infer_per_image(int64_t N, int64_t max_batch, int nt, const ForwardHooks* hooks,
+                     InferThreads threads) {
+  // Each op then runs on its calling thread only: nested parallel regions
+  // must be inactive (OpenMP's default), as oneDNN expects.
+  if (threads == InferThreads::PerOp || nt < 2 || hooks || omp_in_parallel() || omp_get_max_active_levels() > 1)
+    return false;
+  if (threads == InferThreads::PerImage) return N >= nt;
+  return N >= int64_t(nt) * max_batch;
+}
+
+void vit_infer(const ViT& m, const float* images, int64_t N, int64_t max_batch, Acts& acts, float* logits,
+               const ForwardHooks* hooks, InferThreads threads) {
+  if (!infer_per_image(N, max_batch, num_threads(), hooks, threads)) {
+    infer_serial(m, images, N, max_batch, acts, logits, hooks);
+    return;
+  }
+  // Thread t: images [N t / nt, N (t+1) / nt), through its own activations.
+  const ViTConfig& c = m.cfg;
+  const int64_t per_image = int64_t(c.channels) * c.image_size * c.image_size;
+  const int nt = num_threads();
+  if (int(acts.per_thread.size()) < nt) acts.per_thread.resize(nt);
+  std::exception_ptr error;
+#pragma omp parallel num_threads(nt)
+  {
+    const int t = omp_get_thread_num(), k = omp_get_num_threads();
+    const int64_t i0 = N * t / k, i1 = N * (t + 1) / k;
+    try {
+      infer_serial(m, images + i0 * per_image, i1 - i0, max_batch, acts.per_thread[t], logits + i0 * c.classes,
+                   nullptr);
+    } catch (...) {
+#pragma omp critical(vit_infer_error)
+      if (!error) error = std::current_exception();
+    }
+  }
+  if (error) std::rethrow_exception(error);
 }
 
 Tensor vit_predict(const ViT& m, const Tensor& images, int64_t max_batch, const ForwardHooks* hooks) {

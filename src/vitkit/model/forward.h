@@ -3,6 +3,7 @@
 #pragma once
 #include <cstdint>
 #include <functional>
+#include <vector>
 
 #include "vitkit/core/tensor.h"
 #include "vitkit/model/vit.h"
@@ -54,6 +55,9 @@ class Acts {
   uint8_t* mask_fc2(int l) { return mbuf(mfc2_, l); }
   // Seed of this step's dropout masks (set by the trainer before each step).
   uint64_t dropout_seed = 0;
+  // One set per thread for vit_infer's image-parallel mode (kept, like the
+  // buffers, so that repeated calls allocate nothing).
+  std::vector<Acts> per_thread;
 
  private:
   struct Slot {
@@ -87,8 +91,23 @@ void vit_forward(const ViT& m, const float* images, int64_t B, Acts& acts, const
 // max_batch images (sub_batch_size), one after the other through acts
 // (planned per sub-batch: its buffers grow once, then are reused): logits
 // (N, classes). Small sub-batches keep a block's activations in the caches.
+//
+// Threads: per op (each op of a sub-batch uses every thread) or per image
+// (each thread runs whole sub-batches of its share of the images, every op on
+// one thread: no barrier between ops, and each core's activations stay in its
+// own cache). Auto: per image when each thread gets at least one full
+// sub-batch and no hooks watch. Measured (2 threads, AMD EPYC Zen 3, `vitkit
+// bench --parallel op,image`, docs/performance.md): per image 3-14% faster on
+// the default model at batch 256 and 1,024, 8% on ViT-B/16 at batch 32.
+enum class InferThreads { Auto, PerOp, PerImage };
 void vit_infer(const ViT& m, const float* images, int64_t N, int64_t max_batch, Acts& acts, float* logits,
-               const ForwardHooks* hooks = nullptr);
+               const ForwardHooks* hooks = nullptr, InferThreads threads = InferThreads::Auto);
+// Whether vit_infer runs per image for these arguments with `threads` threads.
+bool infer_per_image(int64_t N, int64_t max_batch, int threads, const ForwardHooks* hooks,
+                     InferThreads mode);
+// "auto", "op", "image"; parse throws UsageError naming `flag` on anything else.
+const char* infer_threads_name(InferThreads t);
+InferThreads parse_infer_threads(const std::string& s, const std::string& flag);
 
 // The largest sub-batch vit_infer makes of N images with at most max_batch
 // each (>= 1): N split into ceil(N / max_batch) sub-batches as equal as possible.

@@ -14,6 +14,7 @@ struct LinearRepr {
   virtual ~LinearRepr() = default;
   virtual std::string kind() const = 0;
   // Y (M, out) = act(X (M, in) W^T + bias) (+ Y before when accumulate).
+  // Called by several threads at once (vit_infer per image): no shared scratch.
   virtual void forward(const float* X, float* Y, int64_t M, const float* bias, kernels::Epilogue act,
                        bool accumulate) const = 0;
 };
