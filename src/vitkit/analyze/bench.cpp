@@ -335,7 +335,7 @@ class Sweep {
           r.sub_batch = o_.train ? b : sub_batch_size(b, max_batch);
           // The split vit_infer makes (auto resolved), fixed for the row's reps.
           const bool per_image = !o_.train && infer_per_image(b, max_batch, t, nullptr, par);
-          r.parallel = per_image ? "image" : "op";
+          r.parallel = infer_threads_name(per_image ? InferThreads::PerImage : InferThreads::PerOp);
           r.threads = t;
           r.reps = o_.reps;
           r.warmup = o_.warmup;
@@ -343,9 +343,7 @@ class Sweep {
         }
   }
 
-  static InferThreads infer_mode(const BenchRow& r) {
-    return r.parallel == "image" ? InferThreads::PerImage : InferThreads::PerOp;
-  }
+  static InferThreads infer_mode(const BenchRow& r) { return parse_infer_threads(r.parallel, "parallel"); }
 
   // The model in precision p, built once (fp32: the model itself; a sweep of
   // one other precision converts the model in place, so its peak RSS has no copy).

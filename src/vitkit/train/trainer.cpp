@@ -158,15 +158,14 @@ void Trainer::load_data() {
   data_ = std::make_unique<Data>();
   data_->train = load_split(cfg_, cfg_.train_split, cfg_.train_limit);
   data_->test = load_split(cfg_, cfg_.test_split, cfg_.test_limit);
-  const int64_t N = data_->train.images.dim(0);
-  const int64_t steps_per_epoch = (N + cfg_.batch - 1) / cfg_.batch;
+  const int64_t per_epoch = steps_per_epoch();
   Schedule& s = opt_->sched;
   s.kind = cfg_.schedule;
   s.lr = cfg_.lr;
   s.min_lr = cfg_.min_lr;
   s.warmup_lr = cfg_.warmup_lr;
-  s.warmup_steps = static_cast<int64_t>(std::llround(cfg_.warmup_epochs * steps_per_epoch));
-  s.total_steps = steps_per_epoch * cfg_.epochs;
+  s.warmup_steps = static_cast<int64_t>(std::llround(cfg_.warmup_epochs * per_epoch));
+  s.total_steps = per_epoch * cfg_.epochs;
 }
 
 int64_t Trainer::steps_per_epoch() const {
@@ -389,17 +388,18 @@ const std::vector<EpochRecord>& Trainer::run(const StopWhen& when) {
   if (progress_enabled())
     std::fprintf(stderr, "train: %s\ntest: %s\nmodel: %lld parameters; %d epochs of %lld steps\n",
                  data_->train.what.c_str(), data_->test.what.c_str(), (long long)model_->params.count(),
-                 cfg_.epochs, (long long)((data_->train.images.dim(0) + cfg_.batch - 1) / cfg_.batch));
+                 cfg_.epochs, (long long)steps_per_epoch());
   for (int e = epochs_done_ + 1; e <= cfg_.epochs; ++e) {
     const bool done = train_epoch(e);
     if (done) epochs_done_ = e;
     save_checkpoint();
     save_history();
-    if (!done) break;
-    if (e == cfg_.epochs) break;
-    if (when.after_epoch > 0 && e >= when.after_epoch) reason_ = StopReason::Epoch;
-    else if (!should_stop()) continue;
-    break;
+    if (!done || e == cfg_.epochs) break;
+    if (when.after_epoch > 0 && e >= when.after_epoch) {
+      reason_ = StopReason::Epoch;
+      break;
+    }
+    if (should_stop()) break;
   }
   g_stop_requested.store(false, std::memory_order_relaxed);
   if (epochs_done_ == cfg_.epochs) save_model(*model_, paths_.model);
