@@ -58,13 +58,14 @@ inline void rows_times_cols(const float* A, int64_t lda, const float* Bt, int64_
 }
 
 // C (RB, dp) += P (RB, n) . Bp (n, dp), dp a multiple of VW; P has leading
-// dimension ldp, Bp and C leading dimension dp.
-inline void rows_times_rows(const float* P, int64_t ldp, const float* Bp, int64_t n, int64_t dp, float* C) {
+// dimension ldp, Bp ldb (>= dp), C dp.
+inline void rows_times_rows(const float* P, int64_t ldp, const float* Bp, int64_t ldb, int64_t n, int64_t dp,
+                            float* C) {
   for (int64_t c = 0; c < dp; c += VW) {
     vf acc[RB];
     for (int64_t r = 0; r < RB; ++r) acc[r] = vload(C + r * dp + c);
     for (int64_t j = 0; j < n; ++j) {
-      const vf b = vload(Bp + j * dp + c);
+      const vf b = vload(Bp + j * ldb + c);
       for (int64_t r = 0; r < RB; ++r) acc[r] += vbroadcast(P[r * ldp + j]) * b;
     }
     for (int64_t r = 0; r < RB; ++r) vstore(C + r * dp + c, acc[r]);
@@ -100,57 +101,62 @@ inline void cols_times_rows(const float* P, int64_t ldp, const float* A, int64_t
   }
 }
 
-// dst[k * ldd + j] = src[j * lds + k] for j < n (at most 8 rows), k < d; with
-// n == 8 a fixed trip count, so the 8 rows are read together and written as
-// 8-float runs.
-inline void transpose_block(const float* src, int64_t lds, int64_t n, int64_t d, float* dst, int64_t ldd) {
-  if (n == 8) {
-    for (int64_t k = 0; k < d; ++k)
-      for (int64_t j = 0; j < 8; ++j) dst[k * ldd + j] = src[j * lds + k];
-  } else {
-    for (int64_t k = 0; k < d; ++k)
-      for (int64_t j = 0; j < n; ++j) dst[k * ldd + j] = src[j * lds + k];
+// dst (8, ldd) = src (8, lds)^T for an 8 x 8 block, through eight AVX registers.
+inline void transpose8x8(const float* src, int64_t lds, float* dst, int64_t ldd) {
+  __m256 r[8], t[8], u[8];
+  for (int i = 0; i < 8; ++i) r[i] = _mm256_loadu_ps(src + i * lds);
+  for (int i = 0; i < 8; i += 2) {
+    t[i] = _mm256_unpacklo_ps(r[i], r[i + 1]);      // a0 b0 a1 b1 | a4 b4 a5 b5
+    t[i + 1] = _mm256_unpackhi_ps(r[i], r[i + 1]);  // a2 b2 a3 b3 | a6 b6 a7 b7
+  }
+  for (int i = 0; i < 8; i += 4) {
+    u[i] = _mm256_shuffle_ps(t[i], t[i + 2], _MM_SHUFFLE(1, 0, 1, 0));      // a0 b0 c0 d0 | a4 ..
+    u[i + 1] = _mm256_shuffle_ps(t[i], t[i + 2], _MM_SHUFFLE(3, 2, 3, 2));  // a1 b1 c1 d1 | a5 ..
+    u[i + 2] = _mm256_shuffle_ps(t[i + 1], t[i + 3], _MM_SHUFFLE(1, 0, 1, 0));
+    u[i + 3] = _mm256_shuffle_ps(t[i + 1], t[i + 3], _MM_SHUFFLE(3, 2, 3, 2));
+  }
+  for (int i = 0; i < 4; ++i) {
+    _mm256_storeu_ps(dst + i * ldd, _mm256_permute2f128_ps(u[i], u[i + 4], 0x20));
+    _mm256_storeu_ps(dst + (i + 4) * ldd, _mm256_permute2f128_ps(u[i], u[i + 4], 0x31));
   }
 }
 
-// One head of one image, packed once per thread and reused by its work items:
-// qs (Tp, dp) = Q * scale, kt (d, Tp) = K^T, vp (Tp, dp) = V, and for the
-// backward pass also kp (Tp, dp) = K and vt (d, Tp) = V^T; zero-padded to Tp
-// rows/keys and dp columns. Rows are read once, in blocks of 8 (the q, k and v
-// segments of a row are three separate cache-line runs; 8 rows keep the
-// transposed K^T writes in 8-float runs).
+// dst (d, Tp) = src (T, d)^T (src rows ld apart), zero in columns T .. Tp-1:
+// whole 8 x 8 blocks through registers, the edges element by element.
+inline void pack_transposed(const float* src, int64_t ld, int64_t T, int64_t d, int64_t Tp, float* dst) {
+  for (int64_t k = 0; k < d; ++k) std::fill(dst + k * Tp + T, dst + (k + 1) * Tp, 0.f);
+  int64_t j0 = 0;
+  for (; j0 + 8 <= T; j0 += 8) {
+    int64_t k0 = 0;
+    for (; k0 + 8 <= d; k0 += 8) transpose8x8(src + j0 * ld + k0, ld, dst + k0 * Tp + j0, Tp);
+    for (; k0 < d; ++k0)
+      for (int64_t j = j0; j < j0 + 8; ++j) dst[k0 * Tp + j] = src[j * ld + k0];
+  }
+  for (; j0 < T; ++j0)
+    for (int64_t k = 0; k < d; ++k) dst[k * Tp + j0] = src[j0 * ld + k];
+}
+
+// dst (Tp, dp) = src (T, d) (rows ld apart), zero-padded.
+inline void pack_rows(const float* src, int64_t ld, int64_t T, int64_t d, int64_t Tp, int64_t dp, float* dst) {
+  std::fill(dst, dst + Tp * dp, 0.f);
+  for (int64_t j = 0; j < T; ++j) std::memcpy(dst + j * dp, src + j * ld, sizeof(float) * d);
+}
+
+// One head of one image for the backward pass, packed once per work item:
+// qs (Tp, dp) = Q, kt (d, Tp) = K^T, vp (Tp, dp) = V, kp (Tp, dp) = K and
+// vt (d, Tp) = V^T; zero-padded to Tp rows/keys and dp columns.
 struct HeadPack {
   std::vector<float> qs, kt, vp, kp, vt;
-  int64_t cached = -1;
-  // Q is packed for the first nq rows only (the queries that attend).
-  void pack(const float* qkv, int64_t b, int64_t h, int64_t T, int64_t D, int64_t d, int64_t Tp, int64_t dp,
-            float scale, bool backward = false, int64_t nq = -1) {
-    if (nq < 0) nq = T;
+  void pack(const float* qkv, int64_t b, int64_t h, int64_t T, int64_t D, int64_t d, int64_t Tp, int64_t dp) {
     const int64_t ld = 3 * D;
     const float* base = qkv + b * T * ld + h * d;
-    qs.assign(static_cast<size_t>(Tp * dp), 0.f);
-    vp.assign(static_cast<size_t>(Tp * dp), 0.f);
-    kt.assign(static_cast<size_t>(d * Tp), 0.f);
-    if (backward) {
-      kp.assign(static_cast<size_t>(Tp * dp), 0.f);
-      vt.assign(static_cast<size_t>(d * Tp), 0.f);
-    }
-    float* __restrict qs_ = qs.data();
-    float* __restrict vp_ = vp.data();
-    for (int64_t j0 = 0; j0 < T; j0 += 8) {
-      const int64_t n = std::min<int64_t>(8, T - j0);
-      for (int64_t j = j0; j < j0 + n; ++j) {
-        const float* row = base + j * ld;
-        if (j < nq) {
-#pragma omp simd
-          for (int64_t k = 0; k < d; ++k) qs_[j * dp + k] = row[k] * scale;
-        }
-        std::memcpy(vp_ + j * dp, row + 2 * D, sizeof(float) * d);
-        if (backward) std::memcpy(kp.data() + j * dp, row + D, sizeof(float) * d);
-      }
-      transpose_block(base + j0 * ld + D, ld, n, d, kt.data() + j0, Tp);
-      if (backward) transpose_block(base + j0 * ld + 2 * D, ld, n, d, vt.data() + j0, Tp);
-    }
+    for (auto* v : {&qs, &vp, &kp}) v->resize(static_cast<size_t>(Tp * dp));
+    for (auto* v : {&kt, &vt}) v->resize(static_cast<size_t>(d * Tp));
+    pack_rows(base, ld, T, d, Tp, dp, qs.data());
+    pack_rows(base + D, ld, T, d, Tp, dp, kp.data());
+    pack_rows(base + 2 * D, ld, T, d, Tp, dp, vp.data());
+    pack_transposed(base + D, ld, T, d, Tp, kt.data());
+    pack_transposed(base + 2 * D, ld, T, d, Tp, vt.data());
   }
 };
 
@@ -191,50 +197,68 @@ inline void load_rows(const float* src, int64_t ld, int64_t rows, int64_t d, int
 
 void attention_forward(const float* qkv, float* out, float* lse, int64_t B, int64_t T, int64_t D, int64_t H,
                        int64_t q_rows) {
-  const int64_t d = D / H, dp = pad(d, VW), Tp = pad(T, VW);
+  const int64_t d = D / H, ld = 3 * D, dp = pad(d, VW), Tp = pad(T, VW);
   const int64_t Tq = q_rows < 0 ? T : q_rows;
   check(Tq >= 1 && Tq <= T, "attention_forward: q_rows ", q_rows, " outside 1..", T);
   const float scale = 1.0f / std::sqrt(static_cast<float>(d));
   const int64_t nq = (Tq + kQTile - 1) / kQTile, items = B * H * nq;
   const int64_t tile = std::min(kKTile, Tp);
+  // V's rows are read in place when a head's d columns are whole vectors;
+  // otherwise packed (Tp, dp) with zero columns.
+  const bool v_in_place = d == dp;
   int nt = static_cast<int>(std::min<int64_t>(num_threads(), items));
 #pragma omp parallel num_threads(nt)
   {
     Scratch& w = scratch();
-    HeadPack& hp = w.hp;
-    hp.cached = -1;
-    std::vector<float>& acc = w.buf[0];
-    std::vector<float>& s = w.buf[1];
+    std::vector<float>&kt = w.buf[0], &vp = w.buf[1], &acc = w.buf[2], &s = w.buf[3], &qt = w.buf[4];
+    kt.resize(static_cast<size_t>(d * Tp));
+    if (!v_in_place) vp.resize(static_cast<size_t>(Tp * dp));
     acc.resize(static_cast<size_t>(RB * dp));
     s.resize(static_cast<size_t>(RB * tile));
-    float m[RB], l[RB];
+    qt.resize(static_cast<size_t>(RB * d));
+    int64_t cached = -1;  // the (image, head) whose K^T (and V) are packed
+    float m[RB], l[RB];   // per row: running max of the unscaled scores, sum of exps
 #pragma omp for schedule(static)
     for (int64_t it = 0; it < items; ++it) {
       const int64_t bh = it / nq, qb = it % nq, b = bh / H, h = bh % H;
-      if (hp.cached != bh) hp.pack(qkv, b, h, T, D, d, Tp, dp, scale, false, Tq), hp.cached = bh;
+      const float* base = qkv + b * T * ld + h * d;  // row j: q at base + j*ld, k at +D, v at +2D
+      if (cached != bh) {
+        pack_transposed(base + D, ld, T, d, Tp, kt.data());
+        if (!v_in_place) pack_rows(base + 2 * D, ld, T, d, Tp, dp, vp.data());
+        cached = bh;
+      }
+      const float* v = v_in_place ? base + 2 * D : vp.data();
+      const int64_t ldv = v_in_place ? ld : dp;
       const int64_t i_end = std::min(Tq, (qb + 1) * kQTile);
       for (int64_t r0 = qb * kQTile; r0 < i_end; r0 += RB) {
         const int64_t rows = std::min(RB, i_end - r0);
-        const float* q = hp.qs.data() + r0 * dp;  // (RB, dp), scaled; rows past Tq are zero
+        // q (RB, d): the rows in place, or a partial block copied with zero rows
+        const float* q = base + r0 * ld;
+        int64_t ldq = ld;
+        if (rows < RB) {
+          std::fill(qt.begin(), qt.end(), 0.f);
+          for (int64_t r = 0; r < rows; ++r) std::memcpy(qt.data() + r * d, q + r * ld, sizeof(float) * d);
+          q = qt.data(), ldq = d;
+        }
         for (int64_t j0 = 0; j0 < T; j0 += tile) {
           const int64_t nc = std::min(tile, T - j0);
-          // s (RB, nc) = q . K^T of this key tile
-          rows_times_cols(q, dp, hp.kt.data(), Tp, d, j0, pad(nc, VW), s.data(), tile);
-          // online softmax: rescale what was accumulated for the new running max
+          // s (RB, nc) = q . K^T of this key tile (unscaled)
+          rows_times_cols(q, ldq, kt.data(), Tp, d, j0, pad(nc, VW), s.data(), tile);
+          // online softmax of scale * s: rescale what was accumulated for the new running max
           for (int64_t r = 0; r < RB; ++r) {
             float* sr = s.data() + r * tile;
             const float mx = j0 == 0 ? row_max(sr, nc) : std::max(m[r], row_max(sr, nc));
             float sum = 0.f;
 #pragma omp simd reduction(+ : sum)
             for (int64_t c = 0; c < nc; ++c) {
-              sr[c] = exp_inline(sr[c] - mx);
+              sr[c] = exp_inline((sr[c] - mx) * scale);
               sum += sr[c];
             }
             if (j0 == 0) {
               l[r] = sum;
               std::fill(acc.data() + r * dp, acc.data() + (r + 1) * dp, 0.f);
             } else {
-              const float corr = exp_inline(m[r] - mx);
+              const float corr = exp_inline((m[r] - mx) * scale);
               l[r] = l[r] * corr + sum;
               float* ar = acc.data() + r * dp;
 #pragma omp simd
@@ -243,14 +267,14 @@ void attention_forward(const float* qkv, float* out, float* lse, int64_t B, int6
             m[r] = mx;
           }
           // acc (RB, dp) += p (RB, nc) . V of this key tile
-          rows_times_rows(s.data(), tile, hp.vp.data() + j0 * dp, nc, dp, acc.data());
+          rows_times_rows(s.data(), tile, v + j0 * ldv, ldv, nc, dp, acc.data());
         }
         for (int64_t r = 0; r < rows; ++r) {
           float* o = out + (b * Tq + r0 + r) * D + h * d;
           const float inv = 1.0f / l[r];
 #pragma omp simd
           for (int64_t k = 0; k < d; ++k) o[k] = acc[r * dp + k] * inv;
-          if (lse) lse[(b * H + h) * Tq + r0 + r] = m[r] + std::log(l[r]);
+          if (lse) lse[(b * H + h) * Tq + r0 + r] = m[r] * scale + std::log(l[r]);
         }
       }
     }
@@ -267,7 +291,6 @@ void attention_backward(const float* dout, const float* qkv, const float* out, c
   {
     Scratch& w = scratch();
     HeadPack& hp = w.hp;  // qs (Tp, dp) = Q, kt (d, Tp), vp (Tp, dp), kp (Tp, dp), vt (d, Tp)
-    hp.cached = -1;
     std::vector<float>&dk = w.buf[0], &dv = w.buf[1], &ga = w.buf[2], &oa = w.buf[3], &dq = w.buf[4],
                       &p = w.buf[5], &ds = w.buf[6];
     for (auto* v : {&dk, &dv}) v->resize(static_cast<size_t>(Tp * dp));
@@ -276,7 +299,7 @@ void attention_backward(const float* dout, const float* qkv, const float* out, c
 #pragma omp for schedule(static)
     for (int64_t it = 0; it < items; ++it) {
       const int64_t b = it / H, h = it % H;
-      hp.pack(qkv, b, h, T, D, d, Tp, dp, 1.f, true);
+      hp.pack(qkv, b, h, T, D, d, Tp, dp);
       std::fill(dk.begin(), dk.end(), 0.f);
       std::fill(dv.begin(), dv.end(), 0.f);
       for (int64_t r0 = 0; r0 < T; r0 += RB) {
@@ -308,7 +331,7 @@ void attention_backward(const float* dout, const float* qkv, const float* out, c
         cols_times_rows(p.data(), Tp, ga.data(), T, dp, dv.data());   // dV += p^T dO
         cols_times_rows(ds.data(), Tp, qa, T, dp, dk.data());  // dK += ds^T Q
         std::fill(dq.begin(), dq.end(), 0.f);
-        rows_times_rows(ds.data(), Tp, hp.kp.data(), T, dp, dq.data());  // dQ = ds K
+        rows_times_rows(ds.data(), Tp, hp.kp.data(), dp, T, dp, dq.data());  // dQ = ds K
         for (int64_t r = 0; r < rows; ++r)
           std::memcpy(dqkv + (b * T + r0 + r) * ld + h * d, dq.data() + r * dp, sizeof(float) * d);
       }
