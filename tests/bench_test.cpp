@@ -251,6 +251,15 @@ TEST(Infer, SubBatchesGiveTheWholeBatchsLogits) {
     EXPECT_LE(test::max_abs_diff(got, want), tol) << "sub-batches of at most " << sub;
   }
   EXPECT_LE(test::max_abs_diff(vit_predict(*m, x), want), tol) << "default sub-batch";
+  // One Acts through calls of other sizes (as evaluation's batches and a
+  // distillation teacher's steps use it): each call's logits are its own images'.
+  Acts kept;
+  for (int64_t n : {N, int64_t(3), int64_t(1), N, int64_t(20)}) {
+    Tensor got = vit_predict(*m, x.slice(0, n), kept, 4);
+    ASSERT_EQ(got.dim(0), n);
+    Tensor part = want.slice(0, n);
+    EXPECT_LE(test::max_abs_diff(got, part), tol) << n << " images through kept activations";
+  }
 }
 
 // Per image, each thread runs whole sub-batches with every op on one thread

@@ -87,9 +87,10 @@ EvalResult evaluate_tensor(const ViT& m, const Tensor& images, const std::vector
   auto t0 = Clock::now();
   EvalAccumulator acc(m.cfg.classes);
   Progress bar("eval", N);
+  Acts acts;  // one set for all batches
   for (int64_t i = 0; i < N; i += batch) {
     const int64_t b = std::min(batch, N - i);
-    Tensor logits = vit_predict(m, images.slice(i, i + b));
+    Tensor logits = vit_predict(m, images.slice(i, i + b), acts);
     acc.add(logits.f32(), labels.data() + i, b);
     if (progress) bar.update(i + b);
   }
@@ -108,6 +109,7 @@ EvalResult evaluate_dataset(const ViT& m, const Dataset& ds, int64_t limit, int6
   Progress bar("eval", N);
   double model_s = 0;
   std::vector<int> labels;
+  Acts acts;  // one set for all batches
   for (int64_t i = 0; i < N; i += batch) {
     const int64_t b = std::min(batch, N - i);
     std::vector<int64_t> idx(b);
@@ -116,7 +118,7 @@ EvalResult evaluate_dataset(const ViT& m, const Dataset& ds, int64_t limit, int6
     labels.resize(b);
     for (int64_t k = 0; k < b; ++k) labels[k] = ds.label(i + k);
     auto t1 = Clock::now();
-    Tensor logits = vit_predict(m, x);
+    Tensor logits = vit_predict(m, x, acts);
     model_s += since(t1);
     acc.add(logits.f32(), labels.data(), b);
     if (progress) {

@@ -304,6 +304,11 @@ void vit_infer(const ViT& m, const float* images, int64_t N, int64_t max_batch, 
 }
 
 Tensor vit_predict(const ViT& m, const Tensor& images, int64_t max_batch, const ForwardHooks* hooks) {
+  Acts acts;
+  return vit_predict(m, images, acts, max_batch, hooks);
+}
+
+Tensor vit_predict(const ViT& m, const Tensor& images, Acts& acts, int64_t max_batch, const ForwardHooks* hooks) {
   const ViTConfig& c = m.cfg;
   check(images.ndim() == 4 && images.dim(1) == c.channels && images.dim(2) == c.image_size &&
             images.dim(3) == c.image_size,
@@ -312,7 +317,6 @@ Tensor vit_predict(const ViT& m, const Tensor& images, int64_t max_batch, const 
   check(images.dtype() == DType::F32, "input must be float32, got ", dtype_name(images.dtype()));
   const int64_t N = images.dim(0);
   Tensor logits = Tensor::empty({N, c.classes});
-  Acts acts;
   vit_infer(m, images.f32(), N, max_batch > 0 ? max_batch : infer_batch(c), acts, logits.f32(), hooks);
   return logits;
 }

@@ -130,5 +130,9 @@ int64_t infer_batch(const ViTConfig& c);
 // Convenience: logits (B, classes) for images (B, C, S, S), processed in
 // sub-batches of at most max_batch images (0: infer_batch(cfg)).
 Tensor vit_predict(const ViT& m, const Tensor& images, int64_t max_batch = 0, const ForwardHooks* hooks = nullptr);
+// The same through the caller's activations: a loop of calls (evaluation, a
+// distillation teacher) allocates and first-touches them once, not per call.
+Tensor vit_predict(const ViT& m, const Tensor& images, Acts& acts, int64_t max_batch = 0,
+                   const ForwardHooks* hooks = nullptr);
 
 }  // namespace vitkit

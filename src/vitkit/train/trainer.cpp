@@ -102,6 +102,7 @@ struct Trainer::Opt {
   AdamW adamw;
   Schedule sched;
   Acts acts;
+  Acts teacher_acts;  // the distillation teacher's, kept between steps
   BackWork work;
   Tensor grads, batch;
 };
@@ -147,7 +148,7 @@ Trainer::Trainer(TrainConfig cfg, TrainPaths paths, std::unique_ptr<ViT> init)
     check(teacher_->cfg.classes == model_->cfg.classes, "[distill] teacher ", cfg_.distill.teacher, " has ",
           teacher_->cfg.classes, " classes, the student ", model_->cfg.classes);
   }
-  opt_ = std::unique_ptr<Opt>(new Opt{AdamW(model_->params, cfg_.opt), Schedule{}, Acts{}, BackWork{}, Tensor{},
+  opt_ = std::unique_ptr<Opt>(new Opt{AdamW(model_->params, cfg_.opt), Schedule{}, Acts{}, Acts{}, BackWork{}, Tensor{},
                                       Tensor{}});
 }
 
@@ -235,7 +236,7 @@ bool Trainer::train_epoch(int epoch) {
                                                 dlogits.data(), &correct);
     if (teacher_) {
       for (int64_t i = 0; i < B * K; ++i) dlogits[i] *= 1.f - a;
-      Tensor tl = vit_predict(*teacher_, o.batch.slice(0, B));
+      Tensor tl = vit_predict(*teacher_, o.batch.slice(0, B), o.teacher_acts);
       float kd = distill_kl_forward_backward(o.acts.logits(), tl.f32(), B, K, cfg_.distill.temperature, a,
                                              dlogits.data());
       loss = (1.f - a) * loss + a * kd;
