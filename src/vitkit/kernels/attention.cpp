@@ -136,7 +136,7 @@ inline void pack_transposed(const float* src, int64_t ld, int64_t T, int64_t d, 
     for (int64_t k = 0; k < d; ++k) dst[k * Tp + j0] = src[j0 * ld + k];
 }
 
-// dst (Tp, dp) = src (T, d) (rows ld apart), zero-padded.
+// dst (Tp, dp) = src (T, d) (rows ld apart), zero-padded to Tp rows and dp columns.
 inline void pack_rows(const float* src, int64_t ld, int64_t T, int64_t d, int64_t Tp, int64_t dp, float* dst) {
   std::fill(dst, dst + Tp * dp, 0.f);
   for (int64_t j = 0; j < T; ++j) std::memcpy(dst + j * dp, src + j * ld, sizeof(float) * d);
@@ -187,12 +187,6 @@ Scratch& scratch() {
   return s;
 }
 
-// Loads `rows` rows (stride ld) of d values into a (RB, dp) block, zero elsewhere.
-inline void load_rows(const float* src, int64_t ld, int64_t rows, int64_t d, int64_t dp, float* dst) {
-  std::fill(dst, dst + RB * dp, 0.f);
-  for (int64_t r = 0; r < rows; ++r) std::memcpy(dst + r * dp, src + r * ld, sizeof(float) * d);
-}
-
 }  // namespace
 
 void attention_forward(const float* qkv, float* out, float* lse, int64_t B, int64_t T, int64_t D, int64_t H,
@@ -236,8 +230,7 @@ void attention_forward(const float* qkv, float* out, float* lse, int64_t B, int6
         const float* q = base + r0 * ld;
         int64_t ldq = ld;
         if (rows < RB) {
-          std::fill(qt.begin(), qt.end(), 0.f);
-          for (int64_t r = 0; r < rows; ++r) std::memcpy(qt.data() + r * d, q + r * ld, sizeof(float) * d);
+          pack_rows(q, ld, rows, d, RB, d, qt.data());
           q = qt.data(), ldq = d;
         }
         for (int64_t j0 = 0; j0 < T; j0 += tile) {
@@ -305,8 +298,8 @@ void attention_backward(const float* dout, const float* qkv, const float* out, c
       for (int64_t r0 = 0; r0 < T; r0 += RB) {
         const int64_t rows = std::min(RB, T - r0);
         const float* qa = hp.qs.data() + r0 * dp;  // (RB, dp); rows past T are zero
-        load_rows(dout + (b * T + r0) * D + h * d, D, rows, d, dp, ga.data());
-        load_rows(out + (b * T + r0) * D + h * d, D, rows, d, dp, oa.data());
+        pack_rows(dout + (b * T + r0) * D + h * d, D, rows, d, RB, dp, ga.data());
+        pack_rows(out + (b * T + r0) * D + h * d, D, rows, d, RB, dp, oa.data());
         // p = exp(scale q.K^T - lse); dp = dO . V^T; ds = p (dp - sum(dO o)) scale
         rows_times_cols(qa, dp, hp.kt.data(), Tp, d, 0, Tp, p.data(), Tp);
         rows_times_cols(ga.data(), dp, hp.vt.data(), Tp, d, 0, Tp, ds.data(), Tp);
