@@ -12,10 +12,14 @@
 #include "vitkit/analyze/ceiling.h"
 #include "vitkit/analyze/memory.h"
 #include "vitkit/compress/bf16.h"
+#include "vitkit/core/error.h"
+#include "vitkit/core/file.h"
 #include "vitkit/core/rng.h"
 #include "vitkit/core/threads.h"
 #include "vitkit/model/forward.h"
 #include "vitkit/model/init.h"
+#include "vitkit/io/model_io.h"
+#include "vitkit/model/linear_apply.h"
 
 using namespace vitkit;
 
@@ -306,6 +310,55 @@ TEST(Infer, PerImageThreadsGiveThePerOpLogits) {
   vit_infer(*bf, x.f32(), N, 4, a, bf_img.f32(), nullptr, InferThreads::PerImage);
   EXPECT_LE(test::max_abs_diff(bf_img, bf_op), tol) << "bf16";
   set_num_threads(saved);
+}
+
+// Weights packed for inference (oneDNN's blocked layout, in place where it has
+// the weight's size): the same logits per op and per image, and a clone of the
+// packed model runs too; the plain weight is refused afterwards (W(), saving,
+// bf16 conversion) instead of handing out scrambled numbers. Skipped where
+// packing gains nothing (not an AVX-512 CPU: nothing is packed).
+TEST(Infer, PackedWeightsGiveTheSameLogits) {
+  const ViTConfig c = small_config(28, 4, 128, 2, 4, 256);  // the default model's widths, 2 blocks
+  auto plain = random_model(c, 11);
+  auto packed = plain->clone();
+  const int n = pack_linears_for_inference(*packed);
+  if (n == 0) GTEST_SKIP() << "no packed weight layout on this CPU (oneDNN's brgemm needs AVX-512)";
+  EXPECT_EQ(n, 2 + 4 * c.depth);
+  EXPECT_TRUE(packed->blocks[0].fc1.packed_in_place);  // 256 x 128: no padding, packed over W
+  EXPECT_FALSE(packed->head.packed_in_place);          // 10 outputs: padded, a packed copy
+  EXPECT_TRUE(packed->packed_for_inference());
+  EXPECT_EQ(pack_linears_for_inference(*packed), 0) << "packed twice";
+
+  const int64_t N = 23;
+  const Tensor x = random_images(c, N, 12);
+  const Tensor want = vit_predict(*plain, x);
+  const float tol = 1e-5f * test::max_abs(want);
+  const int saved = num_threads();
+  for (int t : {1, 2}) {
+    set_num_threads(t);
+    Acts a;
+    for (InferThreads mode : {InferThreads::PerOp, InferThreads::PerImage}) {
+      Tensor got = Tensor::empty({N, c.classes});
+      vit_infer(*packed, x.f32(), N, 5, a, got.f32(), nullptr, mode);
+      EXPECT_LE(test::max_abs_diff(got, want), tol) << t << " threads, mode " << int(mode);
+    }
+  }
+  set_num_threads(saved);
+  auto copy = packed->clone();
+  packed.reset();  // the clone holds its own packed bytes
+  EXPECT_LE(test::max_abs_diff(vit_predict(*copy, x), want), tol) << "clone of a packed model";
+
+  EXPECT_THROW(copy->W(copy->blocks[0].fc1), Error);
+  EXPECT_NO_THROW(copy->W(copy->head));  // not packed in place: still the plain weight
+  const std::string path = test::temp_dir() + "/packed.safetensors";
+  try {
+    save_model(*copy, path);
+    ADD_FAILURE() << "a packed model was saved";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("packed for inference"), std::string::npos) << e.what();
+  }
+  EXPECT_FALSE(file_exists(path));
+  EXPECT_THROW(convert_linears_to_bf16(*copy), Error);
 }
 
 // bf16 keeps 8 significant bits (a relative rounding error of at most 2^-9 ~

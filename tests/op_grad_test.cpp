@@ -44,6 +44,7 @@
 #include "vitkit/core/threads.h"
 #include "vitkit/kernels/activations.h"
 #include "vitkit/kernels/attention.h"
+#include "vitkit/kernels/gemm.h"
 #include "vitkit/kernels/layernorm.h"
 #include "vitkit/kernels/vecmath.h"
 #include "vitkit/model/backward.h"
@@ -700,6 +701,48 @@ TEST(OpGrad, LinearForwardEpilogues) {
     expect_close(std::string("linear forward + ") + act_name(a) + " vs double", "", max_err(Y.data(), ref.data(), M * N),
                  1e-5);
   }
+}
+
+// A weight packed into oneDNN's blocked layout (kernels::pack_weight) gives the
+// products of the plain one, with every epilogue and accumulation: in place
+// (N a multiple of the layout's block) and as a padded copy (N = 10, 130).
+// Skipped where nothing is packed (not an AVX-512 CPU).
+TEST(OpGrad, LinearPackedWeights) {
+  Rng rng(470);
+  const struct {
+    int64_t M, K, N;
+  } shapes[] = {{37, 33, 130}, {50, 128, 384}, {197, 768, 64}, {3, 128, 10}, {1, 48, 128}};
+  const kernels::Epilogue epis[] = {kernels::Epilogue::None, kernels::Epilogue::Gelu, kernels::Epilogue::GeluTanh,
+                                    kernels::Epilogue::Relu};
+  int packed = 0;
+  for (auto [M, K, N] : shapes) {
+    const std::string tag = dims({{"M", M}, {"K", K}, {"N", N}});
+    FVec X = randn(rng, M * K, 2.f), W = randn(rng, N * K, 1.f / std::sqrt(float(K))), b = randn(rng, N, 0.5f),
+         Y0 = randn(rng, M * N);
+    FVec Wp = W;
+    auto P = kernels::pack_weight(Wp.data(), N, K, true);
+    if (!P) continue;
+    ++packed;
+    const bool in_place = kernels::packed_in_place(*P);
+    EXPECT_EQ(in_place, Wp != W) << tag << ": W changes exactly when packed in place";
+    if (N % 64 == 0) {
+      EXPECT_TRUE(in_place) << tag;
+    }
+    for (auto e : epis)
+      for (bool acc : {false, true}) {
+        FVec want = Y0, got = Y0;
+        kernels::gemm(false, true, M, N, K, 1.f, X.data(), K, W.data(), K, acc ? 1.f : 0.f, want.data(), N, b.data(),
+                      e);
+        kernels::linear_packed(X.data(), *P, Wp.data(), b.data(), got.data(), M, e, acc);
+        float scale = 0, err = 0;
+        for (int64_t i = 0; i < M * N; ++i) {
+          scale = std::max(scale, std::fabs(want[i]));
+          err = std::max(err, std::fabs(want[i] - got[i]));
+        }
+        EXPECT_LE(err, 1e-5f * scale) << tag << " epilogue " << int(e) << " accumulate " << acc;
+      }
+  }
+  if (packed == 0) GTEST_SKIP() << "no packed weight layout on this CPU (oneDNN's brgemm needs AVX-512)";
 }
 
 // ---------------------------------------------------------------------------

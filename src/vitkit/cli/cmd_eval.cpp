@@ -9,6 +9,7 @@
 #include "vitkit/core/error.h"
 #include "vitkit/core/threads.h"
 #include "vitkit/io/dataset.h"
+#include "vitkit/model/linear_apply.h"
 #include "vitkit/report/table.h"
 
 namespace vitkit::cli {
@@ -44,7 +45,10 @@ void run_eval(const EvalOpts& o) {
   apply_common(o.common);
   if (o.batch < 1) throw UsageError("--batch must be >= 1");
   auto model = load_model(o.model, o.load);
-  if (o.precision == "bf16") convert_linears_to_bf16(*model);
+  if (o.precision == "bf16")
+    convert_linears_to_bf16(*model);
+  else
+    pack_linears_for_inference(*model);
   auto ds = open_dataset(o.data, o.split);
   if (!o.common.quiet) std::fprintf(stderr, "data: %s\nprecision: %s\n", ds->describe().c_str(), o.precision.c_str());
   EvalResult r = evaluate_dataset(*model, *ds, o.limit, o.batch, !o.common.quiet);

@@ -172,6 +172,8 @@ std::unique_ptr<ViT> load_model(const std::string& spec, const LoadOptions& opt)
 void save_model(const ViT& m, const std::string& path, DType dtype) {
   check(dtype == DType::F32 || dtype == DType::F16 || dtype == DType::BF16, "save_model: dtype ", dtype_name(dtype),
         " is not a float type");
+  check(!m.packed_for_inference(), "save_model: ", path,
+        ": the model's weights are packed for inference (oneDNN's layout); save the model as loaded");
   std::vector<StEntry> entries;
   std::vector<Tensor> converted;
   for (const ParamInfo& p : m.params.entries()) {

@@ -7,6 +7,8 @@
 #include <new>
 #include <dnnl.hpp>
 #include <map>
+#include <optional>
+#include <string>
 #include <mutex>
 #include <tuple>
 #include <vector>
@@ -30,7 +32,8 @@ struct Key {
   Epilogue act;
   dt type;
   int threads;
-  auto tie() const { return std::tie(ta, tb, M, N, K, lda, ldb, ldc, alpha, beta, bias, act, type, threads); }
+  bool packed = false;  // B is a PackedWeight (its layout is fixed by K, N and the CPU)
+  auto tie() const { return std::tie(ta, tb, M, N, K, lda, ldb, ldc, alpha, beta, bias, act, type, threads, packed); }
   bool operator<(const Key& o) const { return tie() < o.tie(); }
 };
 
@@ -58,14 +61,20 @@ dnnl::algorithm eltwise_alg(Epilogue a) {
   }
 }
 
-Entry& lookup(const Key& k) {
+// packed_b: B's layout when k.packed.
+Entry& lookup(const Key& k, const dnnl::memory::desc* packed_b) {
   Context& c = ctx();
   auto it = c.cache.find(k);
-  if (it != c.cache.end()) return it->second;
+  if (it != c.cache.end()) {
+    check(!k.packed || it->second.b == *packed_b, "gemm: packed weights (", k.N, "x", k.K,
+          ") in two different layouts");
+    return it->second;
+  }
   using md = dnnl::memory::desc;
   Entry e;
   e.a = md({k.M, k.K}, k.type, k.ta ? dnnl::memory::dims{1, k.lda} : dnnl::memory::dims{k.lda, 1});
-  e.b = md({k.K, k.N}, k.type, k.tb ? dnnl::memory::dims{1, k.ldb} : dnnl::memory::dims{k.ldb, 1});
+  e.b = k.packed ? *packed_b
+                 : md({k.K, k.N}, k.type, k.tb ? dnnl::memory::dims{1, k.ldb} : dnnl::memory::dims{k.ldb, 1});
   e.c = md({k.M, k.N}, dt::f32, dnnl::memory::dims{k.ldc, 1});
   e.bias = k.bias ? md({1, k.N}, dt::f32, dnnl::memory::dims{k.N, 1}) : md();
   dnnl::primitive_attr attr;
@@ -119,11 +128,12 @@ void* thread_scratch(size_t bytes) {
   return b.p;
 }
 
-void run(const Key& k, const void* A, const void* B, float* C, const float* bias) {
+void run(const Key& k, const void* A, const void* B, float* C, const float* bias,
+         const dnnl::memory::desc* packed_b = nullptr) {
   if (k.M == 0 || k.N == 0) return;
   Context& c = ctx();
   std::unique_lock<std::mutex> lock(c.mu);
-  Entry& e = lookup(k);
+  Entry& e = lookup(k, packed_b);
   dnnl::memory ma(e.a, c.engine, const_cast<void*>(A));
   dnnl::memory mb(e.b, c.engine, const_cast<void*>(B));
   dnnl::memory mc(e.c, c.engine, C);
@@ -195,6 +205,77 @@ void gemm_bf16(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, c
   }
   Key k{ta, tb, M, N, K, lda, ldb, ldc, alpha, beta, bias != nullptr, act, dt::bf16, gemm_threads()};
   run(k, A, B, C, bias);
+}
+
+// ---- packed weights ----------------------------------------------------------
+
+class PackedWeight {
+ public:
+  int64_t N = 0, K = 0;
+  dnnl::memory::desc desc;  // the (K, N) matrix W^T in oneDNN's blocked layout
+  struct Free {
+    void operator()(float* p) const { std::free(p); }
+  };
+  std::unique_ptr<float, Free> own;  // the packed bytes, null when they were written over W
+};
+
+namespace {
+
+// The weights layout oneDNN's f32 matmul picks for (K, N) ("any"), when it is a
+// brgemm kernel's blocked layout (AVX-512). The choice does not depend on M or
+// the thread count (checked on AVX-512 for ViT shapes, M 1..1576, 1 and 2
+// threads); M = 256 stands for all. nullopt: keep W as stored.
+std::optional<dnnl::memory::desc> packed_layout(int64_t N, int64_t K) {
+  using md = dnnl::memory::desc;
+  Context& c = ctx();
+  const int64_t M = 256;
+  md a({M, K}, dt::f32, dnnl::memory::dims{K, 1}), d({M, N}, dt::f32, dnnl::memory::dims{N, 1});
+  md plain({K, N}, dt::f32, dnnl::memory::dims{1, K});
+  md any({K, N}, dt::f32, dnnl::memory::format_tag::any);
+  try {
+    dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(a, any, d), c.engine);
+    const std::string impl = pd.impl_info_str();
+    if (impl.rfind("brg", 0) != 0 || pd.weights_desc() == plain) return std::nullopt;
+    return pd.weights_desc();
+  } catch (const dnnl::error&) {
+    return std::nullopt;
+  }
+}
+
+}  // namespace
+
+std::shared_ptr<const PackedWeight> pack_weight(float* W, int64_t N, int64_t K, bool in_place) {
+  check(N > 0 && K > 0, "pack_weight: empty weight (", N, "x", K, ")");
+  std::lock_guard<std::mutex> lock(ctx().mu);
+  const std::optional<dnnl::memory::desc> layout = packed_layout(N, K);
+  if (!layout) return nullptr;
+  auto p = std::make_shared<PackedWeight>();
+  p->N = N;
+  p->K = K;
+  p->desc = *layout;
+  const size_t bytes = layout->get_size(), plain_bytes = size_t(N) * size_t(K) * sizeof(float);
+  float* buf = static_cast<float*>(std::aligned_alloc(64, (bytes + 63) / 64 * 64));
+  if (!buf) throw std::bad_alloc();
+  p->own.reset(buf);
+  Context& c = ctx();  // (its mutex is held)
+  dnnl::memory src({{K, N}, dt::f32, dnnl::memory::dims{1, K}}, c.engine, W), dst(*layout, c.engine, buf);
+  dnnl::stream s(c.engine);
+  dnnl::reorder(src, dst).execute(s, src, dst);
+  s.wait();
+  if (in_place && bytes == plain_bytes) {
+    std::memcpy(W, buf, bytes);
+    p->own.reset();
+  }
+  return p;
+}
+
+bool packed_in_place(const PackedWeight& w) { return !w.own; }
+
+void linear_packed(const float* X, const PackedWeight& W, const float* in_place_data, const float* bias, float* Y,
+                   int64_t M, Epilogue act, bool accumulate) {
+  Key k{false, true, M, W.N, W.K, W.K, W.K, W.N, 1.f, accumulate ? 1.f : 0.f, bias != nullptr, act, dt::f32,
+        gemm_threads(), true};
+  run(k, X, W.own ? W.own.get() : in_place_data, Y, bias, &W.desc);
 }
 
 int gemm_cache_size() {

@@ -2,6 +2,7 @@
 // shape, layout and epilogue and cached.
 #pragma once
 #include <cstdint>
+#include <memory>
 
 namespace vitkit::kernels {
 
@@ -30,6 +31,28 @@ inline void linear(const float* X, const float* W, const float* b, float* Y, int
                    Epilogue act = Epilogue::None) {
   gemm(false, true, M, N, K, 1.f, X, K, W, K, 0.f, Y, N, b, act);
 }
+
+// A Linear's weight W (N, K) reordered once into the blocked layout oneDNN's
+// f32 matmul reads fastest on this CPU, for inference. On AVX-512 (oneDNN's
+// brgemm kernels) that layout is 6-14% faster than W as stored
+// (bench/gemm_layouts_bench.cpp); elsewhere oneDNN's blocked choice can be
+// slower, and nothing is packed.
+class PackedWeight;
+
+// The packed weight, or null where packing gains nothing (not an AVX-512 CPU).
+// in_place: when the packed layout is exactly W's size (no padding: N a multiple
+// of oneDNN's block), the packed bytes overwrite W itself (W as a plain matrix
+// is then gone) and the result refers to it; otherwise it owns a packed copy.
+std::shared_ptr<const PackedWeight> pack_weight(float* W, int64_t N, int64_t K, bool in_place);
+
+// Whether the packed bytes live in the W given to pack_weight (and own nothing).
+bool packed_in_place(const PackedWeight& w);
+
+// Y[M,N] = act(X[M,K] W^T + bias (+ Y when accumulate)) with a packed W.
+//   in_place_data: where the packed bytes are when packed_in_place(W) (the W
+//   given to pack_weight, or a copy of its bytes); ignored otherwise.
+void linear_packed(const float* X, const PackedWeight& W, const float* in_place_data, const float* bias, float* Y,
+                   int64_t M, Epilogue act = Epilogue::None, bool accumulate = false);
 
 // Number of cached primitives (for tests and --verbose).
 int gemm_cache_size();

@@ -16,11 +16,27 @@ static const char* prof_name(LayerKind k) {
   return "fwd.linear";
 }
 
+int pack_linears_for_inference(ViT& m) {
+  int n = 0;
+  for (Linear* l : m.linears()) {
+    if (l->repr || l->packed) continue;
+    l->packed = kernels::pack_weight(m.params.ptr(l->w), l->out, l->in, true);
+    if (!l->packed) continue;
+    l->packed_in_place = kernels::packed_in_place(*l->packed);
+    ++n;
+  }
+  return n;
+}
+
 void linear_apply(const ViT& m, const Linear& l, const float* X, float* Y, int64_t M, kernels::Epilogue act,
                   bool accumulate) {
   VK_PROF(prof_name(l.kind));
   if (l.repr) {
     l.repr->forward(X, Y, M, m.B(l), act, accumulate);
+    return;
+  }
+  if (l.packed) {  // the packed bytes are in the ParamTable (in place) or in the PackedWeight
+    kernels::linear_packed(X, *l.packed, m.params.ptr(l.w), m.B(l), Y, M, act, accumulate);
     return;
   }
   kernels::gemm(false, true, M, l.out, l.in, 1.f, X, l.in, m.W(l), l.in, accumulate ? 1.f : 0.f, Y, l.out, m.B(l),

@@ -19,6 +19,15 @@ struct LinearRepr {
                        bool accumulate) const = 0;
 };
 
+// Packs every dense f32 linear layer's weight for inference: reordered once into
+// the blocked layout oneDNN's matmul reads fastest (kernels::pack_weight; on
+// AVX-512 CPUs only, elsewhere nothing changes), in place in the ParamTable
+// where the layout has the weight's size, so memory does not grow. Afterwards
+// W() of such a layer throws and the model can only run inference (vit_infer,
+// evaluate_*, bench): never save, train, compress or analyse it. Layers with a
+// compressed representation are left as they are. Returns how many were packed.
+int pack_linears_for_inference(ViT& m);
+
 // Y (M, l.out) = act(X (M, l.in) W^T + b), plus Y's previous content when accumulate.
 void linear_apply(const ViT& m, const Linear& l, const float* X, float* Y, int64_t M,
                   kernels::Epilogue act = kernels::Epilogue::None, bool accumulate = false);

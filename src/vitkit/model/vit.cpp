@@ -79,9 +79,24 @@ std::unique_ptr<ViT> ViT::clone() const {
   std::memcpy(m->params.data(), params.data(), sizeof(float) * params.total());
   auto src = linears();
   auto dst = m->linears();
-  for (size_t i = 0; i < src.size(); ++i) dst[i]->repr = src[i]->repr;
+  for (size_t i = 0; i < src.size(); ++i) {
+    dst[i]->repr = src[i]->repr;
+    dst[i]->packed = src[i]->packed;  // layout (and a padded copy) shared; bytes in place were copied above
+    dst[i]->packed_in_place = src[i]->packed_in_place;
+  }
   m->extra_metadata = extra_metadata;
   return m;
+}
+
+void fail_packed_weight(const Linear& l) {
+  fail("layer ", l.name, ": its weight is packed for inference (oneDNN's blocked layout, not the plain ",
+       l.out, "x", l.in, " matrix); use the model as loaded to save, train, compress or analyse it");
+}
+
+bool ViT::packed_for_inference() const {
+  for (const Linear* l : linears())
+    if (l->packed_in_place) return true;
+  return false;
 }
 
 std::vector<Linear*> ViT::linears() {

@@ -15,6 +15,9 @@ enum class LayerKind { Patch, Qkv, Proj, Fc1, Fc2, Head };
 const char* to_string(LayerKind k);  // "patch", "qkv", "out_proj", "fc1", "fc2", "head"
 
 struct LinearRepr;  // a compressed representation (compress/), null for dense f32
+namespace kernels {
+class PackedWeight;  // a dense weight in oneDNN's packed layout (kernels/gemm.h)
+}
 
 // A linear layer Y = X W^T + b whose dense weight (out x in) and bias live in
 // the model's ParamTable. conv_proj is one too: a patch's C*p*p values in.
@@ -25,7 +28,15 @@ struct Linear {
   int w = -1, b = -1;  // ParamTable indices; b = -1 when there is no bias
   int in = 0, out = 0;
   std::shared_ptr<LinearRepr> repr;
+  // The dense weight packed for inference (pack_linears_for_inference in
+  // model/linear_apply.h). packed_in_place: the weight's bytes in the ParamTable
+  // are that layout, not the plain matrix, and W() refuses to hand them out.
+  std::shared_ptr<const kernels::PackedWeight> packed;
+  bool packed_in_place = false;
 };
+
+// Thrown by ViT::W for a weight packed in place: the model is for inference only.
+[[noreturn]] void fail_packed_weight(const Linear& l);
 
 struct Norm {
   int w = -1, b = -1;
@@ -42,7 +53,7 @@ class ViT {
   explicit ViT(const ViTConfig& cfg);
   ViT(const ViT&) = delete;
   ViT& operator=(const ViT&) = delete;
-  // A deep copy (parameters, representations shared until replaced).
+  // A deep copy (parameters; representations and packed layouts shared until replaced).
   std::unique_ptr<ViT> clone() const;
 
   ViTConfig cfg;
@@ -60,8 +71,17 @@ class ViT {
   // All linear layers in forward order (patch, per block qkv, proj, fc1, fc2, head).
   std::vector<Linear*> linears();
   std::vector<const Linear*> linears() const;
-  float* W(const Linear& l) { return params.ptr(l.w); }
-  const float* W(const Linear& l) const { return params.ptr(l.w); }
+  // The plain weight (out, in); an error for a weight packed in place.
+  float* W(const Linear& l) {
+    if (l.packed_in_place) fail_packed_weight(l);
+    return params.ptr(l.w);
+  }
+  const float* W(const Linear& l) const {
+    if (l.packed_in_place) fail_packed_weight(l);
+    return params.ptr(l.w);
+  }
+  // True when some weight is packed in place (the model cannot be saved or trained).
+  bool packed_for_inference() const;
   float* B(const Linear& l) { return l.b >= 0 ? params.ptr(l.b) : nullptr; }
   const float* B(const Linear& l) const { return l.b >= 0 ? params.ptr(l.b) : nullptr; }
 };
