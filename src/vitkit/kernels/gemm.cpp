@@ -212,26 +212,27 @@ void gemm_bf16(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, c
 class PackedWeight {
  public:
   int64_t N = 0, K = 0;
+  dt type = dt::f32;
   dnnl::memory::desc desc;  // the (K, N) matrix W^T in oneDNN's blocked layout
   struct Free {
-    void operator()(float* p) const { std::free(p); }
+    void operator()(void* p) const { std::free(p); }
   };
-  std::unique_ptr<float, Free> own;  // the packed bytes, null when they were written over W
+  std::unique_ptr<void, Free> own;  // the packed bytes, null when they were written over W
 };
 
 namespace {
 
-// The weights layout oneDNN's f32 matmul picks for (K, N) ("any"), when it is a
-// brgemm kernel's blocked layout (AVX-512). The choice does not depend on M or
-// the thread count (checked on AVX-512 for ViT shapes, M 1..1576, 1 and 2
-// threads); M = 256 stands for all. nullopt: keep W as stored.
-std::optional<dnnl::memory::desc> packed_layout(int64_t N, int64_t K) {
+// The weights layout oneDNN's matmul picks for (K, N) of this type ("any"),
+// when it is a brgemm kernel's blocked layout (AVX-512). The choice does not
+// depend on M or the thread count (checked on AVX-512 for ViT shapes, M
+// 1..1576, 1 and 2 threads); M = 256 stands for all. nullopt: keep W as stored.
+std::optional<dnnl::memory::desc> packed_layout(int64_t N, int64_t K, dt type) {
   using md = dnnl::memory::desc;
   Context& c = ctx();
   const int64_t M = 256;
-  md a({M, K}, dt::f32, dnnl::memory::dims{K, 1}), d({M, N}, dt::f32, dnnl::memory::dims{N, 1});
-  md plain({K, N}, dt::f32, dnnl::memory::dims{1, K});
-  md any({K, N}, dt::f32, dnnl::memory::format_tag::any);
+  md a({M, K}, type, dnnl::memory::dims{K, 1}), d({M, N}, dt::f32, dnnl::memory::dims{N, 1});
+  md plain({K, N}, type, dnnl::memory::dims{1, K});
+  md any({K, N}, type, dnnl::memory::format_tag::any);
   try {
     dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(a, any, d), c.engine);
     const std::string impl = pd.impl_info_str();
@@ -242,40 +243,63 @@ std::optional<dnnl::memory::desc> packed_layout(int64_t N, int64_t K) {
   }
 }
 
-}  // namespace
-
-std::shared_ptr<const PackedWeight> pack_weight(float* W, int64_t N, int64_t K, bool in_place) {
+// W (N, K) of this type packed into a new buffer, or null (see packed_layout).
+std::shared_ptr<PackedWeight> pack(const void* W, int64_t N, int64_t K, dt type) {
   check(N > 0 && K > 0, "pack_weight: empty weight (", N, "x", K, ")");
-  std::lock_guard<std::mutex> lock(ctx().mu);
-  const std::optional<dnnl::memory::desc> layout = packed_layout(N, K);
+  Context& c = ctx();
+  std::lock_guard<std::mutex> lock(c.mu);
+  const std::optional<dnnl::memory::desc> layout = packed_layout(N, K, type);
   if (!layout) return nullptr;
   auto p = std::make_shared<PackedWeight>();
   p->N = N;
   p->K = K;
+  p->type = type;
   p->desc = *layout;
-  const size_t bytes = layout->get_size(), plain_bytes = size_t(N) * size_t(K) * sizeof(float);
-  float* buf = static_cast<float*>(std::aligned_alloc(64, (bytes + 63) / 64 * 64));
-  if (!buf) throw std::bad_alloc();
-  p->own.reset(buf);
-  Context& c = ctx();  // (its mutex is held)
-  dnnl::memory src({{K, N}, dt::f32, dnnl::memory::dims{1, K}}, c.engine, W), dst(*layout, c.engine, buf);
+  const size_t bytes = layout->get_size();
+  p->own.reset(std::aligned_alloc(64, (bytes + 63) / 64 * 64));
+  if (!p->own) throw std::bad_alloc();
+  dnnl::memory src({{K, N}, type, dnnl::memory::dims{1, K}}, c.engine, const_cast<void*>(W)),
+      dst(*layout, c.engine, p->own.get());
   dnnl::stream s(c.engine);
   dnnl::reorder(src, dst).execute(s, src, dst);
   s.wait();
-  if (in_place && bytes == plain_bytes) {
-    std::memcpy(W, buf, bytes);
+  return p;
+}
+
+void run_packed(const void* X, const PackedWeight& W, const void* data, const float* bias, float* Y, int64_t M,
+                Epilogue act, bool accumulate) {
+  Key k{false, true, M, W.N, W.K, W.K, W.K, W.N, 1.f, accumulate ? 1.f : 0.f, bias != nullptr, act, W.type,
+        gemm_threads(), true};
+  run(k, X, data, Y, bias, &W.desc);
+}
+
+}  // namespace
+
+std::shared_ptr<const PackedWeight> pack_weight(float* W, int64_t N, int64_t K, bool in_place) {
+  auto p = pack(W, N, K, dt::f32);
+  if (p && in_place && p->desc.get_size() == size_t(N) * size_t(K) * sizeof(float)) {
+    std::memcpy(W, p->own.get(), p->desc.get_size());
     p->own.reset();
   }
   return p;
+}
+
+std::shared_ptr<const PackedWeight> pack_weight_bf16(const uint16_t* W, int64_t N, int64_t K) {
+  return onednn_has_bf16() ? pack(W, N, K, dt::bf16) : nullptr;
 }
 
 bool packed_in_place(const PackedWeight& w) { return !w.own; }
 
 void linear_packed(const float* X, const PackedWeight& W, const float* in_place_data, const float* bias, float* Y,
                    int64_t M, Epilogue act, bool accumulate) {
-  Key k{false, true, M, W.N, W.K, W.K, W.K, W.N, 1.f, accumulate ? 1.f : 0.f, bias != nullptr, act, dt::f32,
-        gemm_threads(), true};
-  run(k, X, W.own ? W.own.get() : in_place_data, Y, bias, &W.desc);
+  check(W.type == dt::f32, "linear_packed: the weight is not packed f32");
+  run_packed(X, W, W.own ? W.own.get() : in_place_data, bias, Y, M, act, accumulate);
+}
+
+void linear_packed_bf16(const uint16_t* X, const PackedWeight& W, const float* bias, float* Y, int64_t M,
+                        Epilogue act, bool accumulate) {
+  check(W.type == dt::bf16 && W.own, "linear_packed_bf16: the weight is not packed bf16");
+  run_packed(X, W, W.own.get(), bias, Y, M, act, accumulate);
 }
 
 int gemm_cache_size() {

@@ -45,6 +45,10 @@ class PackedWeight;
 // is then gone) and the result refers to it; otherwise it owns a packed copy.
 std::shared_ptr<const PackedWeight> pack_weight(float* W, int64_t N, int64_t K, bool in_place);
 
+// bf16 weights (bit patterns) packed into oneDNN's bf16 layout (an own copy;
+// bf16 brgemm reads pairs of k interleaved): null without native bf16 matmuls.
+std::shared_ptr<const PackedWeight> pack_weight_bf16(const uint16_t* W, int64_t N, int64_t K);
+
 // Whether the packed bytes live in the W given to pack_weight (and own nothing).
 bool packed_in_place(const PackedWeight& w);
 
@@ -53,6 +57,9 @@ bool packed_in_place(const PackedWeight& w);
 //   given to pack_weight, or a copy of its bytes); ignored otherwise.
 void linear_packed(const float* X, const PackedWeight& W, const float* in_place_data, const float* bias, float* Y,
                    int64_t M, Epilogue act = Epilogue::None, bool accumulate = false);
+// The same with bf16 inputs X (bit patterns) and a pack_weight_bf16 weight.
+void linear_packed_bf16(const uint16_t* X, const PackedWeight& W, const float* bias, float* Y, int64_t M,
+                        Epilogue act = Epilogue::None, bool accumulate = false);
 
 // Number of cached primitives (for tests and --verbose).
 int gemm_cache_size();
