@@ -32,6 +32,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <cstdio>
 #include <cstring>
@@ -743,6 +744,41 @@ TEST(OpGrad, LinearPackedWeights) {
       }
   }
   if (packed == 0) GTEST_SKIP() << "no packed weight layout on this CPU (oneDNN's brgemm needs AVX-512)";
+}
+
+// bf16 weights packed into oneDNN's bf16 layout give the plain bf16 matmul's
+// products (the same bf16 inputs, f32 accumulation). Skipped without native bf16.
+TEST(OpGrad, LinearPackedBf16Weights) {
+  Rng rng(480);
+  auto bf16 = [](const FVec& v) {
+    std::vector<uint16_t> h(v.size());
+    for (size_t i = 0; i < v.size(); ++i) {
+      uint32_t bits;
+      std::memcpy(&bits, &v[i], 4);
+      h[i] = uint16_t(bits >> 16);
+    }
+    return h;
+  };
+  for (auto [M, K, N] : {std::array<int64_t, 3>{37, 33, 130}, {50, 128, 384}, {3, 128, 10}}) {
+    const std::string tag = dims({{"M", M}, {"K", K}, {"N", N}});
+    const auto X = bf16(randn(rng, M * K, 2.f)), W = bf16(randn(rng, N * K, 1.f / std::sqrt(float(K))));
+    const FVec b = randn(rng, N, 0.5f), Y0 = randn(rng, M * N);
+    auto P = kernels::pack_weight_bf16(W.data(), N, K);
+    if (!P) GTEST_SKIP() << "no native bf16 matmul on this CPU";
+    for (auto e : {kernels::Epilogue::None, kernels::Epilogue::Gelu})
+      for (bool acc : {false, true}) {
+        FVec want = Y0, got = Y0;
+        kernels::gemm_bf16(false, true, M, N, K, 1.f, X.data(), K, W.data(), K, acc ? 1.f : 0.f, want.data(), N,
+                           b.data(), e);
+        kernels::linear_packed_bf16(X.data(), *P, b.data(), got.data(), M, e, acc);
+        float scale = 0, err = 0;
+        for (int64_t i = 0; i < M * N; ++i) {
+          scale = std::max(scale, std::fabs(want[i]));
+          err = std::max(err, std::fabs(want[i] - got[i]));
+        }
+        EXPECT_LE(err, 1e-5f * scale) << tag << " epilogue " << int(e) << " accumulate " << acc;
+      }
+  }
 }
 
 // ---------------------------------------------------------------------------
