@@ -298,6 +298,9 @@ TEST(CliEval, FashionMnistLimit500) {
   EXPECT_EQ(j["per_class"][0]["name"], "T-shirt/top");
   EXPECT_EQ(j["per_class"][9]["name"], "Ankle boot");
   EXPECT_GE(j["top5"].get<double>(), j["top1"].get<double>());
+  // Every weight packed for oneDNN on AVX-512 CPUs, none elsewhere.
+  const int packed = j["packed_weights"].get<int>(), layers = static_cast<int>(m->linears().size());
+  EXPECT_TRUE(packed == 0 || packed == layers) << packed << " of " << layers;
   std::printf("eval fashion-mnist --limit 500: top-1 %.3f (random weights), %.0f images/s model, %.2f s in all\n",
               j["top1"].get<double>(), j["images_per_s"].get<double>(), secs);
 }

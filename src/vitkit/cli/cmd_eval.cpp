@@ -45,12 +45,13 @@ void run_eval(const EvalOpts& o) {
   apply_common(o.common);
   if (o.batch < 1) throw UsageError("--batch must be >= 1");
   auto model = load_model(o.model, o.load);
-  if (o.precision == "bf16")
-    convert_linears_to_bf16(*model);
-  else
-    pack_linears_for_inference(*model);
   auto ds = open_dataset(o.data, o.split);
-  if (!o.common.quiet) std::fprintf(stderr, "data: %s\nprecision: %s\n", ds->describe().c_str(), o.precision.c_str());
+  // Inference only from here: fp32 weights packed into oneDNN's layout (AVX-512 CPUs).
+  const int packed = o.precision == "bf16" ? 0 : pack_linears_for_inference(*model);
+  if (o.precision == "bf16") convert_linears_to_bf16(*model);
+  if (!o.common.quiet)
+    std::fprintf(stderr, "data: %s\nprecision: %s%s\n", ds->describe().c_str(), o.precision.c_str(),
+                 packed ? cat(" (", packed, " weights packed for oneDNN)").c_str() : "");
   EvalResult r = evaluate_dataset(*model, *ds, o.limit, o.batch, !o.common.quiet);
   if (o.common.json) {
     nlohmann::json j = r.to_json();
@@ -59,6 +60,7 @@ void run_eval(const EvalOpts& o) {
     j["split"] = o.split;
     j["threads"] = num_threads();
     j["precision"] = o.precision;
+    j["packed_weights"] = packed;
     print_json(j);
   } else {
     print_eval(r);
