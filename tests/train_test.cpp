@@ -17,7 +17,9 @@
 #include "vitkit/core/error.h"
 #include "vitkit/core/file.h"
 #include "vitkit/core/threads.h"
+#include "vitkit/core/rng.h"
 #include "vitkit/io/model_io.h"
+#include "vitkit/model/init.h"
 #include "vitkit/train/train_config.h"
 #include "vitkit/train/trainer.h"
 
@@ -129,6 +131,49 @@ TEST(TrainRun, AFewHundredStepsOnFashionMnistClearlyLearn) {
   EXPECT_TRUE(file_exists(dir + "/m.history.csv"));
   EXPECT_TRUE(file_exists(dir + "/m.history.json"));
   EXPECT_TRUE(file_exists(dir + "/m.ckpt.safetensors"));
+}
+
+// Distillation end to end. A teacher that is the student's own starting point
+// (loaded from its file, weights packed for inference by the trainer) gives a
+// distillation term of about 0 while the student barely moves (learning rate
+// 1e-8, no decay); with alpha = 1 the loss is that term alone. Another teacher
+// gives a clearly positive one. (The heads are random: torchvision's zero head
+// would make every logit 0 and the term 0 whatever the teacher computed.)
+TEST(TrainRun, DistillationFromTheStudentsOwnStartIsZero) {
+  REQUIRE_FMNIST();
+  set_num_threads(2);
+  const std::string dir = test::temp_dir();
+  TrainConfig cfg = parse_train_config(small_toml("", 640, 200), "small.toml");  // 10 steps of 64 images
+  cfg.lr = cfg.min_lr = cfg.warmup_lr = 1e-8f;
+  cfg.opt.weight_decay = 0.f;
+  cfg.label_smoothing = 0.f;
+  cfg.augment = AugmentConfig{};
+  cfg.distill.alpha = 1.f;
+  cfg.distill.temperature = 2.f;
+  auto random_vit = [&](uint64_t seed) {
+    auto m = std::make_unique<ViT>(cfg.model);
+    Rng rng(seed);
+    init_weights(*m, rng);
+    float* w = m->W(m->head);
+    for (int64_t i = 0; i < int64_t(m->head.in) * m->head.out; ++i) w[i] = 0.5f * rng.normal();
+    return m;
+  };
+  auto start = random_vit(21), other = random_vit(22);
+  save_model(*start, dir + "/start.safetensors");
+  save_model(*other, dir + "/other.safetensors");
+  auto distill_loss = [&](const std::string& teacher, const std::string& name) {
+    TrainConfig c = cfg;
+    c.distill.teacher = dir + "/" + teacher;
+    Trainer t(c, TrainPaths::beside(dir + "/" + name + ".safetensors"), start->clone());
+    const auto& hist = t.run();
+    EXPECT_EQ(hist.size(), 1u);
+    return hist.empty() ? -1.0 : hist[0].train_loss;
+  };
+  const double same = distill_loss("start.safetensors", "a"), differs = distill_loss("other.safetensors", "b");
+  std::printf("distillation loss: teacher = the student's start %.3g, another teacher %.3g\n", same, differs);
+  EXPECT_GE(same, 0.0);
+  EXPECT_LT(same, 1e-6);
+  EXPECT_GT(differs, 0.01);
 }
 
 TEST(TrainRun, SameSeedAndThreadsGiveIdenticalWeights) {

@@ -20,6 +20,7 @@
 #include "vitkit/io/safetensors.h"
 #include "vitkit/model/backward.h"
 #include "vitkit/model/forward.h"
+#include "vitkit/model/linear_apply.h"
 #include "vitkit/model/init.h"
 #include "vitkit/report/table.h"
 #include "vitkit/train/adamw.h"
@@ -147,6 +148,7 @@ Trainer::Trainer(TrainConfig cfg, TrainPaths paths, std::unique_ptr<ViT> init)
     teacher_ = load_model(cfg_.distill.teacher);
     check(teacher_->cfg.classes == model_->cfg.classes, "[distill] teacher ", cfg_.distill.teacher, " has ",
           teacher_->cfg.classes, " classes, the student ", model_->cfg.classes);
+    pack_linears_for_inference(*teacher_);  // the teacher only runs inference
   }
   opt_ = std::unique_ptr<Opt>(new Opt{AdamW(model_->params, cfg_.opt), Schedule{}, Acts{}, Acts{}, BackWork{}, Tensor{},
                                       Tensor{}});
