@@ -314,9 +314,9 @@ TEST(Infer, PerImageThreadsGiveThePerOpLogits) {
 
 // Weights packed for inference (oneDNN's blocked layout, in place where it has
 // the weight's size): the same logits per op and per image, and a clone of the
-// packed model runs too; the plain weight is refused afterwards (W(), saving,
-// bf16 conversion) instead of handing out scrambled numbers. Skipped where
-// packing gains nothing (not an AVX-512 CPU: nothing is packed).
+// packed model runs too; the plain weight is refused afterwards (W(), saving)
+// instead of handing out scrambled numbers, and bf16 conversion unpacks it.
+// Skipped where packing gains nothing (not an AVX-512 CPU: nothing is packed).
 TEST(Infer, PackedWeightsGiveTheSameLogits) {
   const ViTConfig c = small_config(28, 4, 128, 2, 4, 256);  // the default model's widths, 2 blocks
   auto plain = random_model(c, 11);
@@ -358,7 +358,12 @@ TEST(Infer, PackedWeightsGiveTheSameLogits) {
     EXPECT_NE(std::string(e.what()).find("packed for inference"), std::string::npos) << e.what();
   }
   EXPECT_FALSE(file_exists(path));
-  EXPECT_THROW(convert_linears_to_bf16(*copy), Error);
+  // bf16 conversion reads a packed weight unpacked (exactly): the same bf16
+  // model, the same logits, as converting the plain model.
+  auto bf_plain = plain->clone();
+  convert_linears_to_bf16(*bf_plain);
+  convert_linears_to_bf16(*copy);
+  EXPECT_EQ(test::max_abs_diff(vit_predict(*copy, x), vit_predict(*bf_plain, x)), 0.f) << "bf16 of a packed model";
 }
 
 // bf16 keeps 8 significant bits (a relative rounding error of at most 2^-9 ~

@@ -33,14 +33,15 @@ struct PrecisionSpec {
   const char* name;
   bool trainable;        // --train runs the model as loaded
   void (*convert)(ViT&);  // for inference; null: the model as loaded
+  bool same_size;        // convert changes no size: it can always take the model itself
 };
 
 void pack_fp32(ViT& m) { pack_linears_for_inference(m); }
 
 const std::vector<PrecisionSpec>& precision_table() {
   static const std::vector<PrecisionSpec> t = {
-      {"fp32", true, pack_fp32},  // weights in oneDNN's packed layout where that is faster (AVX-512)
-      {"bf16", false, convert_linears_to_bf16},
+      {"fp32", true, pack_fp32, true},  // weights in oneDNN's packed layout where that is faster (AVX-512)
+      {"bf16", false, convert_linears_to_bf16, false},
   };
   return t;
 }
@@ -348,17 +349,19 @@ class Sweep {
 
   static InferThreads infer_mode(const BenchRow& r) { return parse_infer_threads(r.parallel, "parallel"); }
 
-  // The model in precision p, built once (--train: the model as loaded). A sweep
-  // of one precision converts the model itself, so its peak RSS has no copy; in
-  // a sweep of several, each precision converts its own copy (the model as loaded
-  // stays resident and counts in every row's peak RSS).
+  // The model in precision p, built once (--train: the model as loaded). fp32
+  // (packing, no size change) and a sweep's only precision convert the model
+  // itself, so their peak RSS has no copy; other precisions of a sweep convert
+  // their own copy (from plain weights, packed or not), and the model itself
+  // stays resident and counts in their rows' peak RSS.
   const ViT& variant(const std::string& p) {
     const PrecisionSpec* s = find_precision(p);
     check(s != nullptr, "bench: unknown precision '", p, "'");
     if (!s->convert || o_.train) return base_;
-    if (o_.precisions.size() == 1 && !o_.train) {  // the only precision: convert the model itself, no copy
-      if (!base_converted_) s->convert(base_);
-      base_converted_ = true;
+    if (s->same_size || o_.precisions.size() == 1) {
+      check(base_precision_.empty() || base_precision_ == p, "bench: the model is already ", base_precision_);
+      if (base_precision_.empty()) s->convert(base_);
+      base_precision_ = p;
       return base_;
     }
     auto& v = variants_[p];
@@ -487,7 +490,7 @@ class Sweep {
   std::map<std::string, std::unique_ptr<ViT>> variants_;
   std::vector<std::map<std::string, prof::Entry>> profs_;
   bool profiling_ = false;  // the timed reps record a per-op profile
-  bool base_converted_ = false;  // the model itself was given the sweep's only precision
+  std::string base_precision_;  // the precision the model itself was converted to, if any
 };
 
 void check_options(const BenchOptions& o) {

@@ -49,7 +49,8 @@ class Bf16Linear : public LinearRepr {
 }  // namespace
 
 void convert_linears_to_bf16(ViT& m) {
-  for (Linear* l : m.linears()) l->repr = std::make_shared<Bf16Linear>(m.W(*l), l->in, l->out);
+  std::vector<float> buf;  // a packed weight's plain copy
+  for (Linear* l : m.linears()) l->repr = std::make_shared<Bf16Linear>(plain_weight(m, *l, buf), l->in, l->out);
 }
 
 bool cpu_has_native_bf16() {

@@ -293,6 +293,18 @@ std::shared_ptr<const PackedWeight> pack_weight_bf16(const uint16_t* W, int64_t 
 
 bool packed_in_place(const PackedWeight& w) { return !w.own; }
 
+void unpack_weight(const PackedWeight& W, const float* in_place_data, float* out) {
+  check(W.type == dt::f32, "unpack_weight: the weight is not packed f32");
+  Context& c = ctx();
+  std::lock_guard<std::mutex> lock(c.mu);
+  const void* data = W.own ? W.own.get() : in_place_data;
+  dnnl::memory src(W.desc, c.engine, const_cast<void*>(data)),
+      dst({{W.K, W.N}, dt::f32, dnnl::memory::dims{1, W.K}}, c.engine, out);
+  dnnl::stream s(c.engine);
+  dnnl::reorder(src, dst).execute(s, src, dst);
+  s.wait();
+}
+
 void linear_packed(const float* X, const PackedWeight& W, const float* in_place_data, const float* bias, float* Y,
                    int64_t M, Epilogue act, bool accumulate) {
   check(W.type == dt::f32, "linear_packed: the weight is not packed f32");

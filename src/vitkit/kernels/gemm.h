@@ -52,6 +52,10 @@ std::shared_ptr<const PackedWeight> pack_weight_bf16(const uint16_t* W, int64_t 
 // Whether the packed bytes live in the W given to pack_weight (and own nothing).
 bool packed_in_place(const PackedWeight& w);
 
+// out (N, K) = the plain f32 weight back from a pack_weight result (reordered:
+// exact). in_place_data as for linear_packed.
+void unpack_weight(const PackedWeight& W, const float* in_place_data, float* out);
+
 // Y[M,N] = act(X[M,K] W^T + bias (+ Y when accumulate)) with a packed W.
 //   in_place_data: where the packed bytes are when packed_in_place(W) (the W
 //   given to pack_weight, or a copy of its bytes); ignored otherwise.

@@ -28,6 +28,13 @@ int pack_linears_for_inference(ViT& m) {
   return n;
 }
 
+const float* plain_weight(const ViT& m, const Linear& l, std::vector<float>& buf) {
+  if (!l.packed_in_place) return m.W(l);
+  buf.resize(size_t(l.out) * size_t(l.in));
+  kernels::unpack_weight(*l.packed, m.params.ptr(l.w), buf.data());
+  return buf.data();
+}
+
 void linear_apply(const ViT& m, const Linear& l, const float* X, float* Y, int64_t M, kernels::Epilogue act,
                   bool accumulate) {
   VK_PROF(prof_name(l.kind));

@@ -3,6 +3,7 @@
 #pragma once
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "vitkit/kernels/gemm.h"
 #include "vitkit/model/vit.h"
@@ -24,9 +25,14 @@ struct LinearRepr {
 // AVX-512 CPUs only, elsewhere nothing changes), in place in the ParamTable
 // where the layout has the weight's size, so memory does not grow. Afterwards
 // W() of such a layer throws and the model can only run inference (vit_infer,
-// evaluate_*, bench): never save, train, compress or analyse it. Layers with a
+// evaluate_*, bench) or be converted by a pass that reads plain_weight() (bf16):
+// never save, train or analyse it. Layers with a
 // compressed representation are left as they are. Returns how many were packed.
 int pack_linears_for_inference(ViT& m);
+
+// The plain weight (l.out, l.in) of l for reading: W(l), or, when it is packed
+// in place, a copy unpacked into buf (exact).
+const float* plain_weight(const ViT& m, const Linear& l, std::vector<float>& buf);
 
 // Y (M, l.out) = act(X (M, l.in) W^T + b), plus Y's previous content when accumulate.
 void linear_apply(const ViT& m, const Linear& l, const float* X, float* Y, int64_t M,
