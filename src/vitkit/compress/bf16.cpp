@@ -14,8 +14,9 @@ namespace vitkit {
 namespace {
 
 // W (out, in) as bf16, packed once into oneDNN's bf16 layout where it has one
-// (native bf16: 8-20% faster on ViT shapes than the plain bf16 matrix); X
-// converted per call into this thread's buffer.
+// (native bf16: 0.94-0.96x the time of the plain bf16 matrix on ViT shapes,
+// bench/gemm_layouts_bench.cpp --type bf16); X converted per call into this
+// thread's buffer.
 class Bf16Linear : public LinearRepr {
  public:
   Bf16Linear(const float* w, int in, int out) : in_(in), out_(out), w_(size_t(in) * out) {

@@ -1,5 +1,5 @@
-// GEMM: one entry point over oneDNN's matmul. Primitives are created once per
-// shape, layout and epilogue and cached.
+// GEMM over oneDNN's matmul: plain operands, or a weight packed once for
+// inference. Primitives are created once per shape, layout and epilogue and cached.
 #pragma once
 #include <cstdint>
 #include <memory>
@@ -34,9 +34,9 @@ inline void linear(const float* X, const float* W, const float* b, float* Y, int
 
 // A Linear's weight W (N, K) reordered once into the blocked layout oneDNN's
 // f32 matmul reads fastest on this CPU, for inference. On AVX-512 (oneDNN's
-// brgemm kernels) that layout is 6-14% faster than W as stored
-// (bench/gemm_layouts_bench.cpp); elsewhere oneDNN's blocked choice can be
-// slower, and nothing is packed.
+// brgemm kernels) a product with it takes 0.94-0.98x the time of W as stored
+// (bench/gemm_layouts_bench.cpp, ViT shapes); on AVX2 oneDNN's blocked choice
+// gained nothing and was once 1.74x slower, so nothing is packed there.
 class PackedWeight;
 
 // The packed weight, or null where packing gains nothing (not an AVX-512 CPU).

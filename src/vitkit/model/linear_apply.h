@@ -26,8 +26,8 @@ struct LinearRepr {
 // where the layout has the weight's size, so memory does not grow. Afterwards
 // W() of such a layer throws and the model can only run inference (vit_infer,
 // evaluate_*, bench) or be converted by a pass that reads plain_weight() (bf16):
-// never save, train or analyse it. Layers with a
-// compressed representation are left as they are. Returns how many were packed.
+// never save, train or analyse it. Layers with a compressed representation are
+// left as they are. Returns how many were packed.
 int pack_linears_for_inference(ViT& m);
 
 // The plain weight (l.out, l.in) of l for reading: W(l), or, when it is packed
