@@ -95,7 +95,7 @@ static void BM_LinearGelu(benchmark::State& st) {
   std::vector<float> c(M * N);
   for (auto _ : st) {
     kernels::linear(a.data(), w.data(), b.data(), c.data(), M, K, N,
-                    mode == 1 ? kernels::Epilogue::Gelu : kernels::Epilogue::None);
+                    mode == 1 ? Activation::Gelu : Activation::None);
     if (mode == 2) kernels::act_forward(Activation::Gelu, c.data(), c.data(), M * N);
   }
   st.counters["GFLOP/s"] = benchmark::Counter(double(2 * M * N * K) * st.iterations(), benchmark::Counter::kIsRate);

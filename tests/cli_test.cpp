@@ -18,8 +18,8 @@
 #include <stb/stb_image_write.h>
 
 #include "test_util.h"
-#include "vitkit/analyze/evaluate.h"
-#include "vitkit/analyze/macs.h"
+#include "vitkit/train/evaluate.h"
+#include "vitkit/model/cost.h"
 #include "vitkit/core/file.h"
 #include "vitkit/core/npy.h"
 #include "vitkit/core/rng.h"

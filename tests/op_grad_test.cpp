@@ -288,6 +288,7 @@ TEST(OpGrad, LayerNorm) {
 
 double act_ref(Activation a, double x) {
   switch (a) {
+    case Activation::None: return x;
     case Activation::Relu: return x > 0 ? x : 0.0;
     case Activation::Gelu: return 0.5 * x * (1.0 + std::erf(x / std::sqrt(2.0)));
     case Activation::GeluTanh:
@@ -307,7 +308,7 @@ TEST(OpGrad, ActivationForwardAccuracy) {
   const int64_t n = 400001;  // step 5e-5 over [-10, 10]; > 65536: the threaded path
   FVec x(n);
   for (int64_t i = 0; i < n; ++i) x[i] = -10.f + 20.f * static_cast<float>(i) / static_cast<float>(n - 1);
-  for (Activation a : {Activation::Gelu, Activation::GeluTanh, Activation::Relu}) {
+  for (Activation a : {Activation::None, Activation::Gelu, Activation::GeluTanh, Activation::Relu}) {
     SCOPED_TRACE(act_name(a));
     FVec y[2];
     for (int k = 0; k < 2; ++k) {
@@ -690,9 +691,9 @@ TEST(OpGrad, LinearForwardEpilogues) {
   const int64_t M = 37, K = 33, N = 130;
   FVec X = randn(rng, M * K, 2.f), W = randn(rng, N * K, 1.f / std::sqrt(float(K))), b = randn(rng, N, 0.5f);
   DVec Xd = to_double(X), Wd = to_double(W), bd = to_double(b);
-  const std::pair<kernels::Epilogue, Activation> acts[] = {{kernels::Epilogue::Gelu, Activation::Gelu},
-                                                           {kernels::Epilogue::GeluTanh, Activation::GeluTanh},
-                                                           {kernels::Epilogue::Relu, Activation::Relu}};
+  const std::pair<Activation, Activation> acts[] = {{Activation::Gelu, Activation::Gelu},
+                                                           {Activation::GeluTanh, Activation::GeluTanh},
+                                                           {Activation::Relu, Activation::Relu}};
   for (auto [e, a] : acts) {
     FVec Y(M * N, kNaN);
     linear_forward(X.data(), W.data(), b.data(), Y.data(), M, K, N, e);
@@ -713,8 +714,8 @@ TEST(OpGrad, LinearPackedWeights) {
   const struct {
     int64_t M, K, N;
   } shapes[] = {{37, 33, 130}, {50, 128, 384}, {197, 768, 64}, {3, 128, 10}, {1, 48, 128}};
-  const kernels::Epilogue epis[] = {kernels::Epilogue::None, kernels::Epilogue::Gelu, kernels::Epilogue::GeluTanh,
-                                    kernels::Epilogue::Relu};
+  const Activation epis[] = {Activation::None, Activation::Gelu, Activation::GeluTanh,
+                                    Activation::Relu};
   int packed = 0;
   for (auto [M, K, N] : shapes) {
     const std::string tag = dims({{"M", M}, {"K", K}, {"N", N}});
@@ -765,7 +766,7 @@ TEST(OpGrad, LinearPackedBf16Weights) {
     const FVec b = randn(rng, N, 0.5f), Y0 = randn(rng, M * N);
     auto P = kernels::pack_weight_bf16(W.data(), N, K);
     if (!P) GTEST_SKIP() << "no native bf16 matmul on this CPU";
-    for (auto e : {kernels::Epilogue::None, kernels::Epilogue::Gelu})
+    for (auto e : {Activation::None, Activation::Gelu})
       for (bool acc : {false, true}) {
         FVec want = Y0, got = Y0;
         kernels::gemm_bf16(false, true, M, N, K, 1.f, X.data(), K, W.data(), K, acc ? 1.f : 0.f, want.data(), N,

@@ -186,12 +186,12 @@ TEST(RoundPass, ActivationReprRoundsInputs) {
   std::vector<float> X(size_t(M * l.in)), Xr(X.size()), Y(size_t(M * l.out)), want(Y.size());
   for (auto& x : X) x = rng.normal();
   round_decimal(X.data(), Xr.data(), int64_t(X.size()), 2);
-  l.repr->forward(X.data(), Y.data(), M, m->B(l), kernels::Epilogue::None, false);
+  l.repr->forward(X.data(), Y.data(), M, m->B(l), Activation::None, false);
   kernels::gemm(false, true, M, l.out, l.in, 1.f, Xr.data(), l.in, m->W(l), l.in, 0.f, want.data(), l.out, m->B(l));
   EXPECT_TRUE(same(Y.data(), want.data(), int64_t(Y.size())));
   // accumulate adds to Y's content.
   std::vector<float> acc(Y.size(), 1.f);
-  l.repr->forward(X.data(), acc.data(), M, m->B(l), kernels::Epilogue::None, true);
+  l.repr->forward(X.data(), acc.data(), M, m->B(l), Activation::None, true);
   for (size_t i = 0; i < acc.size(); ++i) EXPECT_FLOAT_EQ(acc[i], want[i] + 1.f);
 }
 

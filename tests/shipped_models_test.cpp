@@ -9,7 +9,7 @@
 #include <numeric>
 
 #include "test_util.h"
-#include "vitkit/analyze/evaluate.h"
+#include "vitkit/train/evaluate.h"
 #include "vitkit/core/file.h"
 #include "vitkit/core/npy.h"
 #include "vitkit/io/dataset.h"

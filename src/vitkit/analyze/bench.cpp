@@ -8,7 +8,7 @@
 #include <memory>
 
 #include "vitkit/analyze/ceiling.h"
-#include "vitkit/analyze/macs.h"
+#include "vitkit/model/cost.h"
 #include "vitkit/analyze/memory.h"
 #include "vitkit/compress/bf16.h"
 #include "vitkit/core/error.h"

@@ -5,7 +5,7 @@
 #include <cmath>
 #include <exception>
 
-#include "vitkit/analyze/evaluate.h"
+#include "vitkit/train/evaluate.h"
 #include "vitkit/compress/round.h"
 #include "vitkit/core/error.h"
 #include "vitkit/core/progress.h"

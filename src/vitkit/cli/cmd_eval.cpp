@@ -4,7 +4,7 @@
 
 #include "commands.h"
 #include "common.h"
-#include "vitkit/analyze/evaluate.h"
+#include "vitkit/train/evaluate.h"
 #include "vitkit/compress/bf16.h"
 #include "vitkit/core/error.h"
 #include "vitkit/core/threads.h"

@@ -4,7 +4,7 @@
 
 #include "commands.h"
 #include "common.h"
-#include "vitkit/analyze/macs.h"
+#include "vitkit/model/cost.h"
 #include "vitkit/core/file.h"
 #include "vitkit/report/table.h"
 

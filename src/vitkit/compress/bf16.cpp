@@ -25,7 +25,7 @@ class Bf16Linear : public LinearRepr {
     if (packed_) std::vector<uint16_t>().swap(w_);  // the packed copy replaces it
   }
   std::string kind() const override { return "bf16"; }
-  void forward(const float* X, float* Y, int64_t M, const float* bias, kernels::Epilogue act,
+  void forward(const float* X, float* Y, int64_t M, const float* bias, Activation act,
                bool accumulate) const override {
     thread_local std::vector<uint16_t> xb;  // grows to the largest input; calls on one thread do not nest
     const int64_t n = M * in_;

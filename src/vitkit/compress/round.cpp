@@ -4,9 +4,9 @@
 #include <cstring>
 #include <regex>
 
-#include "vitkit/analyze/macs.h"
+#include "vitkit/model/cost.h"
 #include "vitkit/core/error.h"
-#include "vitkit/kernels/reuse.h"
+#include "vitkit/kernels/round.h"
 
 namespace vitkit {
 
@@ -16,7 +16,7 @@ RoundActivationsRepr::RoundActivationsRepr(const float* W, int out, int in, int 
   std::memcpy(w_.f32(), W, sizeof(float) * size_t(out) * size_t(in));
 }
 
-void RoundActivationsRepr::forward(const float* X, float* Y, int64_t M, const float* bias, kernels::Epilogue act,
+void RoundActivationsRepr::forward(const float* X, float* Y, int64_t M, const float* bias, Activation act,
                                    bool accumulate) const {
   Tensor xr = Tensor::empty({M, in_});  // (M, in)
   kernels::round_decimal(X, xr.f32(), M * in_, decimals_);

@@ -1,6 +1,6 @@
 // The round pass: weights (and optionally the input activations) of the layers
 // that hold nearly all multiply-accumulates rounded to d decimals, so that many
-// multiplications repeat (docs/reuse.md). Rounding: kernels/reuse.h
+// multiplications repeat (docs/reuse.md). Rounding: kernels/round.h
 // round_decimal (halves away from zero, on the float's exact value).
 //
 //   round:decimals=3                   every block's qkv, out_proj, fc1, fc2 weights
@@ -35,7 +35,7 @@ class RoundActivationsRepr : public LinearRepr {
   RoundActivationsRepr(const float* W, int out, int in, int decimals);
   std::string kind() const override { return "round"; }
   // Y (M, out) = act(round(X) (M, in) W^T + bias) (+ Y when accumulate).
-  void forward(const float* X, float* Y, int64_t M, const float* bias, kernels::Epilogue act,
+  void forward(const float* X, float* Y, int64_t M, const float* bias, Activation act,
                bool accumulate) const override;
   int decimals() const { return decimals_; }
   const float* weight() const { return w_.f32(); }

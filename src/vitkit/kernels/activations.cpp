@@ -8,6 +8,20 @@
 #include "vitkit/core/threads.h"
 #include "vitkit/kernels/vecmath.h"
 
+namespace vitkit {
+
+const char* to_string(Activation a) {
+  switch (a) {
+    case Activation::None: return "none";
+    case Activation::Gelu: return "gelu";
+    case Activation::GeluTanh: return "gelu_tanh";
+    case Activation::Relu: return "relu";
+  }
+  return "?";
+}
+
+}  // namespace vitkit
+
 namespace vitkit::kernels {
 
 float exp_approx(float x) { return exp_inline(x); }
@@ -26,6 +40,9 @@ static constexpr float kSqrt2OverPi = 0.79788456080286536f;
 void act_forward(Activation a, const float* x, float* out, int64_t n) {
   int nt = num_threads();
   switch (a) {
+    case Activation::None:
+      if (out != x) std::memcpy(out, x, sizeof(float) * size_t(n));
+      return;
     case Activation::Relu:
 #pragma omp parallel for simd num_threads(nt) if (n > 65536)
       for (int64_t i = 0; i < n; ++i) out[i] = x[i] > 0 ? x[i] : 0.f;
@@ -46,6 +63,9 @@ void act_forward(Activation a, const float* x, float* out, int64_t n) {
 
 // Derivatives act'(x) as plain functions, so that the loops below vectorise
 // (a capturing lambda would reload its pointers on every iteration).
+struct IdentityGrad {
+  static float d(float) { return 1.f; }
+};
 struct ReluGrad {
   static float d(float v) { return v > 0 ? 1.f : 0.f; }
 };
@@ -84,6 +104,7 @@ static void act_grad(const float* x, const float* dout, float* dx, int64_t n, bo
 
 void act_backward(Activation a, const float* x, const float* dout, float* dx, int64_t n, bool accumulate) {
   switch (a) {
+    case Activation::None: return act_grad<IdentityGrad>(x, dout, dx, n, accumulate);
     case Activation::Relu: return act_grad<ReluGrad>(x, dout, dx, n, accumulate);
     case Activation::Gelu: return act_grad<GeluGrad>(x, dout, dx, n, accumulate);
     case Activation::GeluTanh: return act_grad<GeluTanhGrad>(x, dout, dx, n, accumulate);

@@ -3,7 +3,15 @@
 #pragma once
 #include <cstdint>
 
-#include "vitkit/model/config.h"
+
+namespace vitkit {
+
+// The element-wise activations: the MLP's (Gelu, GeluTanh, Relu) and what a
+// GEMM may apply to its output (None: nothing). One enum for both.
+enum class Activation { None, Gelu, GeluTanh, Relu };
+const char* to_string(Activation a);  // "none", "gelu", "gelu_tanh", "relu"
+
+}  // namespace vitkit
 
 namespace vitkit::kernels {
 

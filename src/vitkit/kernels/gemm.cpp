@@ -29,7 +29,7 @@ struct Key {
   int64_t M, N, K, lda, ldb, ldc;
   float alpha, beta;
   bool bias;
-  Epilogue act;
+  Activation act;
   dt type;
   int threads;
   bool packed = false;  // B is a PackedWeight (its layout is fixed by K, N and the CPU)
@@ -53,10 +53,10 @@ Context& ctx() {
   return c;
 }
 
-dnnl::algorithm eltwise_alg(Epilogue a) {
+dnnl::algorithm eltwise_alg(Activation a) {
   switch (a) {
-    case Epilogue::Gelu: return dnnl::algorithm::eltwise_gelu_erf;
-    case Epilogue::GeluTanh: return dnnl::algorithm::eltwise_gelu_tanh;
+    case Activation::Gelu: return dnnl::algorithm::eltwise_gelu_erf;
+    case Activation::GeluTanh: return dnnl::algorithm::eltwise_gelu_tanh;
     default: return dnnl::algorithm::eltwise_relu;
   }
 }
@@ -81,7 +81,7 @@ Entry& lookup(const Key& k, const dnnl::memory::desc* packed_b) {
   if (k.alpha != 1.f) attr.set_output_scales(0, {k.alpha});
   dnnl::post_ops po;
   if (k.beta != 0.f) po.append_sum(k.beta);
-  if (k.act != Epilogue::None) po.append_eltwise(1.f, eltwise_alg(k.act), 0.f, 0.f);
+  if (k.act != Activation::None) po.append_eltwise(1.f, eltwise_alg(k.act), 0.f, 0.f);
   attr.set_post_ops(po);
   // Each calling thread brings its own scratchpad (thread_scratch): oneDNN's
   // library-managed one belongs to the creating thread, and two threads running
@@ -151,7 +151,7 @@ void run(const Key& k, const void* A, const void* B, float* C, const float* bias
 }  // namespace
 
 void gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda,
-          const float* B, int64_t ldb, float beta, float* C, int64_t ldc, const float* bias, Epilogue act) {
+          const float* B, int64_t ldb, float beta, float* C, int64_t ldc, const float* bias, Activation act) {
   Key k{ta, tb, M, N, K, lda, ldb, ldc, alpha, beta, bias != nullptr, act, dt::f32, gemm_threads()};
   run(k, A, B, C, bias);
 }
@@ -193,7 +193,7 @@ bool gemm_bf16_native() { return onednn_has_bf16(); }
 
 void gemm_bf16(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const uint16_t* A, int64_t lda,
                const uint16_t* B, int64_t ldb, float beta, float* C, int64_t ldc, const float* bias,
-               Epilogue act) {
+               Activation act) {
   if (!onednn_has_bf16()) {
     // The same products of bf16 values with f32 accumulation, through the f32
     // GEMM: bf16's numerics without its speed.
@@ -270,7 +270,7 @@ std::shared_ptr<PackedWeight> pack(const void* W, int64_t N, int64_t K, dt type)
 }
 
 void run_packed(const void* X, const PackedWeight& W, const void* data, const float* bias, float* Y, int64_t M,
-                Epilogue act, bool accumulate) {
+                Activation act, bool accumulate) {
   Key k{false, true, M, W.N, W.K, W.K, W.K, W.N, 1.f, accumulate ? 1.f : 0.f, bias != nullptr, act, W.type,
         gemm_threads(), true};
   run(k, X, data, Y, bias, &W.desc);
@@ -306,13 +306,13 @@ void unpack_weight(const PackedWeight& W, const float* in_place_data, float* out
 }
 
 void linear_packed(const float* X, const PackedWeight& W, const float* in_place_data, const float* bias, float* Y,
-                   int64_t M, Epilogue act, bool accumulate) {
+                   int64_t M, Activation act, bool accumulate) {
   check(W.type == dt::f32, "linear_packed: the weight is not packed f32");
   run_packed(X, W, W.own ? W.own.get() : in_place_data, bias, Y, M, act, accumulate);
 }
 
 void linear_packed_bf16(const uint16_t* X, const PackedWeight& W, const float* bias, float* Y, int64_t M,
-                        Epilogue act, bool accumulate) {
+                        Activation act, bool accumulate) {
   check(W.type == dt::bf16 && W.own, "linear_packed_bf16: the weight is not packed bf16");
   run_packed(X, W, W.own.get(), bias, Y, M, act, accumulate);
 }

@@ -4,9 +4,9 @@
 #include <cstdint>
 #include <memory>
 
-namespace vitkit::kernels {
+#include "vitkit/kernels/activations.h"
 
-enum class Epilogue { None, Gelu, GeluTanh, Relu };
+namespace vitkit::kernels {
 
 // C[M,N] = act(alpha * op(A) * op(B) + bias[N] + beta * C)
 //   op(A) is M x K: A row-major M x K with leading dimension lda, or (ta) K x M.
@@ -14,7 +14,7 @@ enum class Epilogue { None, Gelu, GeluTanh, Relu };
 // bias may be null; beta may be 0 (C is then only written).
 void gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda,
           const float* B, int64_t ldb, float beta, float* C, int64_t ldc, const float* bias = nullptr,
-          Epilogue act = Epilogue::None);
+          Activation act = Activation::None);
 
 // Whether oneDNN has bf16 matmuls on this CPU (not on AVX2-only CPUs).
 bool gemm_bf16_native();
@@ -24,11 +24,11 @@ bool gemm_bf16_native();
 // multiplied by the f32 GEMM: the same numerics, no speed-up.
 void gemm_bf16(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const uint16_t* A, int64_t lda,
                const uint16_t* B, int64_t ldb, float beta, float* C, int64_t ldc, const float* bias = nullptr,
-               Epilogue act = Epilogue::None);
+               Activation act = Activation::None);
 
 // Y[M,N] = act(X[M,K] W^T + b), W is N x K (a PyTorch Linear's weight).
 inline void linear(const float* X, const float* W, const float* b, float* Y, int64_t M, int64_t K, int64_t N,
-                   Epilogue act = Epilogue::None) {
+                   Activation act = Activation::None) {
   gemm(false, true, M, N, K, 1.f, X, K, W, K, 0.f, Y, N, b, act);
 }
 
@@ -60,10 +60,10 @@ void unpack_weight(const PackedWeight& W, const float* in_place_data, float* out
 //   in_place_data: where the packed bytes are when packed_in_place(W) (the W
 //   given to pack_weight, or a copy of its bytes); ignored otherwise.
 void linear_packed(const float* X, const PackedWeight& W, const float* in_place_data, const float* bias, float* Y,
-                   int64_t M, Epilogue act = Epilogue::None, bool accumulate = false);
+                   int64_t M, Activation act = Activation::None, bool accumulate = false);
 // The same with bf16 inputs X (bit patterns) and a pack_weight_bf16 weight.
 void linear_packed_bf16(const uint16_t* X, const PackedWeight& W, const float* bias, float* Y, int64_t M,
-                        Epilogue act = Epilogue::None, bool accumulate = false);
+                        Activation act = Activation::None, bool accumulate = false);
 
 // Number of cached primitives (for tests and --verbose).
 int gemm_cache_size();

@@ -12,40 +12,6 @@
 
 namespace vitkit::kernels {
 
-// ---- Decimal rounding ----------------------------------------------------
-
-static constexpr double kPow10[kMaxDecimals + 1] = {1, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7};
-
-double pow10_exact(int d) {
-  check(d >= 0 && d <= kMaxDecimals, "decimals ", d, " is outside 0..", kMaxDecimals,
-        " (x * 10^d is exact in double only up to 7 decimals)");
-  return kPow10[d];
-}
-
-// round() rounds halves away from zero; + 0.0 turns -0 into +0.
-static inline double units(float x, double p) { return std::round(double(x) * p) + 0.0; }
-
-double decimal_units(float x, int d) { return units(x, pow10_exact(d)); }
-
-float round_decimal(float x, int d) {
-  const double p = pow10_exact(d);
-  return float(units(x, p) / p);
-}
-
-void round_decimal(const float* x, float* y, int64_t n, int d) {
-  const double p = pow10_exact(d);
-#pragma omp parallel for schedule(static) if (n > (int64_t(1) << 18)) num_threads(num_threads())
-  for (int64_t i = 0; i < n; ++i) y[i] = float(units(x[i], p) / p);
-}
-
-static constexpr double kMaxCode = 4611686018427387904.0;  // 2^62
-
-uint64_t magnitude_code(float x, int d, const char* what) {
-  const double u = std::fabs(decimal_units(x, d));
-  if (!(u < kMaxCode)) fail(what, " ", x, " cannot be counted at ", d, " decimals (not finite or too large)");
-  return uint64_t(u);
-}
-
 // Codes of n values (parallel); throws naming the first bad one.
 static std::vector<uint64_t> magnitude_codes(const float* x, int64_t n, int d, const char* what) {
   const double p = pow10_exact(d);
@@ -53,8 +19,8 @@ static std::vector<uint64_t> magnitude_codes(const float* x, int64_t n, int d, c
   int64_t bad = -1;
 #pragma omp parallel for schedule(static) reduction(max : bad) if (n > (int64_t(1) << 18)) num_threads(num_threads())
   for (int64_t i = 0; i < n; ++i) {
-    const double u = std::fabs(units(x[i], p));
-    if (u < kMaxCode) {
+    const double u = std::fabs(decimal_units_at(x[i], p));
+    if (u < kMaxMagnitudeCode) {
       c[i] = uint64_t(u);
     } else {
       c[i] = 0;
@@ -518,7 +484,7 @@ Operand operand(const float* v, int64_t n, int d, const char* what) {
   op.sign.resize(size_t(n));
   const double p = pow10_exact(d);
   for (int64_t i = 0; i < n; ++i) {
-    const double u = units(v[i], p);
+    const double u = decimal_units_at(v[i], p);
     op.sign[i] = int8_t((u > 0) - (u < 0));
   }
   return op;
@@ -536,7 +502,7 @@ struct PairHash {
 PairKey key(uint64_t a, uint64_t b) { return {std::min(a, b), std::max(a, b)}; }
 
 float to_float(i128 acc, int d) {
-  const long double p = (long double)kPow10[d] * (long double)kPow10[d];
+  const long double p = (long double)pow10_exact(d) * (long double)pow10_exact(d);
   return float((long double)acc / p);
 }
 

@@ -12,9 +12,6 @@
 namespace vitkit {
 
 const char* to_string(NormPlacement v) { return v == NormPlacement::Pre ? "pre" : "post"; }
-const char* to_string(Activation v) {
-  return v == Activation::Gelu ? "gelu" : v == Activation::GeluTanh ? "gelu_tanh" : "relu";
-}
 const char* to_string(Pooling v) { return v == Pooling::Cls ? "cls" : "mean"; }
 const char* to_string(Interpolation v) {
   return v == Interpolation::Nearest ? "nearest" : v == Interpolation::Bilinear ? "bilinear" : "bicubic";

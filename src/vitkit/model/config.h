@@ -8,10 +8,11 @@
 #include <string>
 #include <vector>
 
+#include "vitkit/kernels/activations.h"
+
 namespace vitkit {
 
 enum class NormPlacement { Pre, Post };        // pre: torchvision/timm; post: nn.TransformerEncoderLayer
-enum class Activation { Gelu, GeluTanh, Relu };
 enum class Pooling { Cls, Mean };              // mean: average of the patch tokens (timm's "avg")
 enum class Interpolation { Nearest, Bilinear, Bicubic };
 
@@ -76,7 +77,6 @@ nlohmann::json config_to_json(const ViTConfig& c);
 ViTConfig config_from_json(const nlohmann::json& j);  // throws Error on bad fields
 
 const char* to_string(NormPlacement v);
-const char* to_string(Activation v);
 const char* to_string(Pooling v);
 const char* to_string(Interpolation v);
 

@@ -76,19 +76,9 @@ void Acts::plan(const ViTConfig& c, int64_t B, bool train) {
 // Post-norm (nn.TransformerEncoderLayer): mid = ln1(x + attn(x)), out = ln2(mid + mlp(mid)).
 // linear_apply, shown to the hooks first.
 static void lin(const ViT& m, const ForwardHooks* hooks, const Linear& l, const float* X, float* Y, int64_t M,
-                kernels::Epilogue act = kernels::Epilogue::None, bool accumulate = false) {
+                Activation act = Activation::None, bool accumulate = false) {
   if (hooks && hooks->on_linear) hooks->on_linear(l, X, M);
   linear_apply(m, l, X, Y, M, act, accumulate);
-}
-
-// The GEMM epilogue that applies the MLP's activation (inference fuses it into fc1).
-static kernels::Epilogue act_epilogue(Activation act) {
-  switch (act) {
-    case Activation::Gelu: return kernels::Epilogue::Gelu;
-    case Activation::GeluTanh: return kernels::Epilogue::GeluTanh;
-    case Activation::Relu: return kernels::Epilogue::Relu;
-  }
-  return kernels::Epilogue::None;
 }
 
 // Inference, pre-norm, class-token pooling: after the last block only the
@@ -108,14 +98,14 @@ static void last_block_cls_only(const ViT& m, int l, Acts& a) {
   float* lc = xc + B * D;
   const float* ac = a.att(l);  // (B, D): attention_forward with q_rows = 1
   for (int64_t b = 0; b < B; ++b) std::memcpy(xc + b * D, x + b * T * D, sizeof(float) * D);
-  lin(m, nullptr, blk.proj, ac, xc, B, kernels::Epilogue::None, /*accumulate=*/true);
+  lin(m, nullptr, blk.proj, ac, xc, B, Activation::None, /*accumulate=*/true);
   {
     VK_PROF("fwd.layernorm");
     kernels::layernorm_forward(xc, m.params.ptr(blk.ln2.w), m.params.ptr(blk.ln2.b), lc, a.ln2_mean(l),
                                a.ln2_rstd(l), B, D, c.norm_eps);
   }
-  lin(m, nullptr, blk.fc1, lc, a.fc1(l), B, act_epilogue(c.act));
-  lin(m, nullptr, blk.fc2, a.fc1_act(l), xc, B, kernels::Epilogue::None, /*accumulate=*/true);
+  lin(m, nullptr, blk.fc1, lc, a.fc1(l), B, c.act);
+  lin(m, nullptr, blk.fc2, a.fc1_act(l), xc, B, Activation::None, /*accumulate=*/true);
   float* out = a.stream(l + 1);  // == x in inference
   for (int64_t b = 0; b < B; ++b) std::memcpy(out + b * T * D, xc + b * D, sizeof(float) * D);
 }
@@ -159,7 +149,7 @@ static void block_forward(const ViT& m, int l, Acts& a, const ForwardHooks* hook
     add_forward(mid, x, mid, BT * D);
   } else {
     mid = x;
-    lin(m, hooks, blk.proj, a.att(l), mid, BT, kernels::Epilogue::None, /*accumulate=*/true);
+    lin(m, hooks, blk.proj, a.att(l), mid, BT, Activation::None, /*accumulate=*/true);
   }
   if (!pre) {
     VK_PROF("fwd.layernorm");
@@ -181,7 +171,7 @@ static void block_forward(const ViT& m, int l, Acts& a, const ForwardHooks* hook
     kernels::act_forward(c.act, a.fc1(l), a.fc1_act(l), BT * M);
     if (a.dropout()) kernels::dropout_forward(a.fc1_act(l), a.mask_act(l), BT * M, c.dropout, a.dropout_seed, 2 + 4 * l);
   } else {
-    lin(m, hooks, blk.fc1, mlp_in, a.fc1(l), BT, act_epilogue(c.act));
+    lin(m, hooks, blk.fc1, mlp_in, a.fc1(l), BT, c.act);
   }
   float* sum2 = train ? (pre ? out : a.res2(l)) : mid;
   if (train) {
@@ -190,7 +180,7 @@ static void block_forward(const ViT& m, int l, Acts& a, const ForwardHooks* hook
     VK_PROF("fwd.add");
     add_forward(sum2, mid, sum2, BT * D);
   } else {
-    lin(m, hooks, blk.fc2, a.fc1_act(l), sum2, BT, kernels::Epilogue::None, /*accumulate=*/true);
+    lin(m, hooks, blk.fc2, a.fc1_act(l), sum2, BT, Activation::None, /*accumulate=*/true);
   }
   VK_PROF("fwd.layernorm");
   if (!pre)

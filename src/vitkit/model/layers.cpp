@@ -25,7 +25,7 @@ void im2col_forward(const float* img, float* cols, int64_t B, int64_t C, int64_t
 }
 
 void linear_forward(const float* X, const float* W, const float* b, float* Y, int64_t M, int64_t K, int64_t N,
-                    kernels::Epilogue act) {
+                    Activation act) {
   kernels::linear(X, W, b, Y, M, K, N, act);
 }
 

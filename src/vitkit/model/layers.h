@@ -16,7 +16,7 @@ void im2col_forward(const float* img, float* cols, int64_t B, int64_t C, int64_t
 
 // Y (M, N) = act(X (M, K) W^T + b), W (N, K), b (N) or null.
 void linear_forward(const float* X, const float* W, const float* b, float* Y, int64_t M, int64_t K, int64_t N,
-                    kernels::Epilogue act = kernels::Epilogue::None);
+                    Activation act = Activation::None);
 // dY (M, N), X (M, K), W (N, K):
 //   dX (M, K) = dY W (overwritten, or added to when accumulate; skipped when null)
 //   dW (N, K) += dY^T X;  db (N) += column sums of dY (skipped when null)

@@ -35,7 +35,7 @@ const float* plain_weight(const ViT& m, const Linear& l, std::vector<float>& buf
   return buf.data();
 }
 
-void linear_apply(const ViT& m, const Linear& l, const float* X, float* Y, int64_t M, kernels::Epilogue act,
+void linear_apply(const ViT& m, const Linear& l, const float* X, float* Y, int64_t M, Activation act,
                   bool accumulate) {
   VK_PROF(prof_name(l.kind));
   if (l.repr) {

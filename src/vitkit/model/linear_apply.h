@@ -16,7 +16,7 @@ struct LinearRepr {
   virtual std::string kind() const = 0;
   // Y (M, out) = act(X (M, in) W^T + bias) (+ Y before when accumulate).
   // Called by several threads at once (vit_infer per image): no shared scratch.
-  virtual void forward(const float* X, float* Y, int64_t M, const float* bias, kernels::Epilogue act,
+  virtual void forward(const float* X, float* Y, int64_t M, const float* bias, Activation act,
                        bool accumulate) const = 0;
 };
 
@@ -36,6 +36,6 @@ const float* plain_weight(const ViT& m, const Linear& l, std::vector<float>& buf
 
 // Y (M, l.out) = act(X (M, l.in) W^T + b), plus Y's previous content when accumulate.
 void linear_apply(const ViT& m, const Linear& l, const float* X, float* Y, int64_t M,
-                  kernels::Epilogue act = kernels::Epilogue::None, bool accumulate = false);
+                  Activation act = Activation::None, bool accumulate = false);
 
 }  // namespace vitkit

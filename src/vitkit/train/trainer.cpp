@@ -8,7 +8,7 @@
 #include <filesystem>
 #include <numeric>
 
-#include "vitkit/analyze/evaluate.h"
+#include "vitkit/train/evaluate.h"
 #include "vitkit/core/error.h"
 #include "vitkit/core/file.h"
 #include "vitkit/core/profile.h"

@@ -1,4 +1,4 @@
-#include "vitkit/analyze/macs.h"
+#include "vitkit/model/cost.h"
 
 namespace vitkit {
 

@@ -1,4 +1,4 @@
-#include "vitkit/analyze/evaluate.h"
+#include "vitkit/train/evaluate.h"
 
 #include <algorithm>
 #include <chrono>
