@@ -56,7 +56,7 @@ static void BM_AttentionForward(benchmark::State& st) {
   const int64_t B = st.range(0), T = st.range(1), D = st.range(2), H = st.range(3);
   auto qkv = randv(B * T * 3 * D, 1);
   std::vector<float> out(B * T * D), lse(B * H * T);
-  for (auto _ : st) kernels::attention_forward(qkv.data(), out.data(), lse.data(), B, T, D, H);
+  for (auto _ : st) kernels::attention_forward(qkv.data(), out.data(), lse.data(), B, T, H, D / H);
   st.counters["GFLOP/s"] = benchmark::Counter(double(4 * B * T * T * D) * st.iterations(), benchmark::Counter::kIsRate);
 }
 BENCHMARK(BM_AttentionForward)->Args({128, 50, 128, 4, 1})->Args({128, 50, 128, 4, 2})->Args({1, 197, 768, 12, 2})
@@ -67,9 +67,9 @@ static void BM_AttentionBackward(benchmark::State& st) {
   const int64_t B = st.range(0), T = st.range(1), D = st.range(2), H = st.range(3);
   auto qkv = randv(B * T * 3 * D, 1), dout = randv(B * T * D, 2);
   std::vector<float> out(B * T * D), lse(B * H * T), dqkv(B * T * 3 * D);
-  kernels::attention_forward(qkv.data(), out.data(), lse.data(), B, T, D, H);
+  kernels::attention_forward(qkv.data(), out.data(), lse.data(), B, T, H, D / H);
   for (auto _ : st)
-    kernels::attention_backward(dout.data(), qkv.data(), out.data(), lse.data(), dqkv.data(), B, T, D, H);
+    kernels::attention_backward(dout.data(), qkv.data(), out.data(), lse.data(), dqkv.data(), B, T, H, D / H);
   st.counters["GFLOP/s"] = benchmark::Counter(double(8 * B * T * T * D) * st.iterations(), benchmark::Counter::kIsRate);
 }
 BENCHMARK(BM_AttentionBackward)->Args({128, 50, 128, 4, 1})->Args({128, 50, 128, 4, 2});

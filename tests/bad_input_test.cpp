@@ -44,11 +44,9 @@ ViTConfig tiny_config() {
 }
 
 std::string write_tiny_model(const std::string& dir) {
-  ViT m(tiny_config());
-  Rng rng(1);
-  for (int64_t i = 0; i < m.params.total(); ++i) m.params.data()[i] = 0.1f * rng.normal();
+  auto m = test::random_model(tiny_config(), 1, 0.1f);
   const std::string path = dir + "/tiny.safetensors";
-  save_model(m, path);
+  save_model(*m, path);
   return path;
 }
 

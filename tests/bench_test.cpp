@@ -11,7 +11,9 @@
 #include "vitkit/analyze/bench.h"
 #include "vitkit/analyze/ceiling.h"
 #include "vitkit/analyze/memory.h"
-#include "vitkit/compress/bf16.h"
+#include "vitkit/compress/half.h"
+#include "vitkit/train/step.h"
+#include "vitkit/core/cpu.h"
 #include "vitkit/core/error.h"
 #include "vitkit/core/file.h"
 #include "vitkit/core/rng.h"
@@ -29,31 +31,10 @@ namespace {
 const char* kTinyConfig = "image_size=16,channels=1,patch=8,dim=32,depth=2,heads=2,mlp_dim=64,classes=10";
 
 ViTConfig small_config(int image, int patch, int dim, int depth, int heads, int mlp) {
-  ViTConfig c;
-  c.name = "small";
-  c.image_size = image;
-  c.channels = 1;
-  c.patch = patch;
-  c.dim = dim;
-  c.depth = depth;
-  c.heads = heads;
-  c.mlp_dim = mlp;
-  c.classes = 10;
-  c.pre.mean = {0.5f};
-  c.pre.std = {0.5f};
-  return c;
+  return test::small_config(image, patch, dim, depth, heads, mlp);
 }
 
-// torchvision's initialisation, then a random head (torchvision's is zero, which
-// would make every logit 0).
-std::unique_ptr<ViT> random_model(const ViTConfig& c, uint64_t seed) {
-  auto m = std::make_unique<ViT>(c);
-  Rng rng(seed);
-  init_weights(*m, rng);
-  float* w = m->W(m->head);
-  for (int64_t i = 0; i < int64_t(m->head.in) * m->head.out; ++i) w[i] = 0.1f * rng.normal();
-  return m;
-}
+std::unique_ptr<ViT> random_model(const ViTConfig& c, uint64_t seed) { return test::init_model(c, seed, 0.1f); }
 
 // `vitkit bench` on kTinyConfig with args and --json -q: the parsed report
 // (null, with a failure recorded, when the command exits non-zero).
@@ -63,12 +44,6 @@ nlohmann::json bench_json(const std::string& args) {
   return r.code == 0 ? nlohmann::json::parse(r.out) : nlohmann::json();
 }
 
-Tensor random_images(const ViTConfig& c, int64_t B, uint64_t seed) {
-  Tensor x = Tensor::empty({B, c.channels, c.image_size, c.image_size});
-  Rng rng(seed);
-  for (int64_t i = 0; i < x.numel(); ++i) x.f32()[i] = rng.normal();
-  return x;
-}
 
 }  // namespace
 
@@ -136,13 +111,20 @@ TEST(Bench, TrainModeRow) {
   EXPECT_EQ(j["rows"][0]["mode"], "train");
   EXPECT_EQ(j["rows"][0]["sub_batch"], 4);  // training: whole batches
   EXPECT_DOUBLE_EQ(j["flops_per_image"].get<double>(), 6.0 * j["macs_per_image"].get<double>());
+  // bf16 and f16 train as mixed precision does (f32 latent weights, their own
+  // products), so --train takes them too: a row each, the layers as named.
+  j = bench_json("--train --precision fp32,bf16,f16 --batch 2 --threads 1 --reps 1 --warmup 0");
+  ASSERT_FALSE(j.is_null());
+  ASSERT_EQ(j["rows"].size(), 3u);
+  EXPECT_EQ(j["rows"][1]["repr"], "bf16");
+  EXPECT_EQ(j["rows"][2]["repr"], "f16");
+  EXPECT_LT(j["rows"][2]["model_bytes"].get<int64_t>(), j["rows"][0]["model_bytes"].get<int64_t>());
 }
 
 TEST(Bench, BadFlagsAreUsageErrors) {
   const std::string base = std::string("bench vit_b_16 --config ") + kTinyConfig + " -q";
   for (auto [args, flag] : std::vector<std::pair<std::string, std::string>>{
            {" --precision int4", "--precision"},
-           {" --train --precision bf16", "--precision"},
            {" --reps 0", "--reps"},
            {" --warmup -1", "--warmup"},
            {" --batch 0", "--batch"},
@@ -243,7 +225,7 @@ TEST(Infer, SubBatchesGiveTheWholeBatchsLogits) {
   const ViTConfig c = small_config(28, 4, 64, 2, 4, 128);
   auto m = random_model(c, 3);
   const int64_t N = 37;
-  Tensor x = random_images(c, N, 4);
+  Tensor x = test::random_images(c, N, 4);
   Acts whole;
   whole.plan(c, N, false);
   vit_forward(*m, x.f32(), N, whole);
@@ -273,7 +255,7 @@ TEST(Infer, PerImageThreadsGiveThePerOpLogits) {
   const ViTConfig c = small_config(28, 4, 64, 2, 4, 128);
   auto m = random_model(c, 5);
   const int64_t N = 37;
-  Tensor x = random_images(c, N, 6);
+  Tensor x = test::random_images(c, N, 6);
   const int saved = num_threads();
   set_num_threads(2);
   Tensor want = Tensor::empty({N, c.classes});
@@ -324,13 +306,12 @@ TEST(Infer, PackedWeightsGiveTheSameLogits) {
   const int n = pack_linears_for_inference(*packed);
   if (n == 0) GTEST_SKIP() << "no packed weight layout on this CPU (oneDNN's brgemm needs AVX-512)";
   EXPECT_EQ(n, 2 + 4 * c.depth);
-  EXPECT_TRUE(packed->blocks[0].fc1.packed_in_place);  // 256 x 128: no padding, packed over W
-  EXPECT_FALSE(packed->head.packed_in_place);          // 10 outputs: padded, a packed copy
-  EXPECT_TRUE(packed->packed_for_inference());
+  for (const Linear* l : packed->linears()) EXPECT_EQ(l->repr->kind(), "f32_packed") << l->name;
+  EXPECT_EQ(model_precision(*packed), "fp32");  // packed layers are f32 ones
   EXPECT_EQ(pack_linears_for_inference(*packed), 0) << "packed twice";
 
   const int64_t N = 23;
-  const Tensor x = random_images(c, N, 12);
+  const Tensor x = test::random_images(c, N, 12);
   const Tensor want = vit_predict(*plain, x);
   const float tol = 1e-5f * test::max_abs(want);
   const int saved = num_threads();
@@ -348,16 +329,21 @@ TEST(Infer, PackedWeightsGiveTheSameLogits) {
   packed.reset();  // the clone holds its own packed bytes
   EXPECT_LE(test::max_abs_diff(vit_predict(*copy, x), want), tol) << "clone of a packed model";
 
+  // No plain matrix is handed out from a packed layer; training is refused;
+  // files store the plain weight (unpacked exactly), so the file is the plain model's.
   EXPECT_THROW(copy->W(copy->blocks[0].fc1), Error);
-  EXPECT_NO_THROW(copy->W(copy->head));  // not packed in place: still the plain weight
-  const std::string path = test::temp_dir() + "/packed.safetensors";
+  EXPECT_THROW(copy->W(copy->head), Error);
   try {
-    save_model(*copy, path);
-    ADD_FAILURE() << "a packed model was saved";
+    begin_training(*copy);
+    ADD_FAILURE() << "a packed model was readied for training";
   } catch (const Error& e) {
     EXPECT_NE(std::string(e.what()).find("packed for inference"), std::string::npos) << e.what();
   }
-  EXPECT_FALSE(file_exists(path));
+  const std::string path = test::temp_dir() + "/packed.safetensors";
+  save_model(*copy, path);
+  auto back = load_model(path);
+  EXPECT_TRUE(back->dense());
+  EXPECT_TRUE(test::bit_equal(vit_predict(*back, x), want)) << "the packed model's file is the plain model";
   // bf16 conversion reads a packed weight unpacked (exactly): the same bf16
   // model, the same logits, as converting the plain model.
   auto bf_plain = plain->clone();
@@ -378,7 +364,7 @@ TEST(Bf16, LogitsWithinDocumentedBoundOfFp32) {
   auto fp32 = random_model(c, 7);
   auto bf16 = fp32->clone();
   convert_linears_to_bf16(*bf16);
-  const Tensor x = random_images(c, 16, 3);
+  const Tensor x = test::random_images(c, 16, 3);
   const Tensor a = vit_predict(*fp32, x), b = vit_predict(*bf16, x);
   const float scale = test::max_abs(a), err = test::max_abs_diff(a, b);
   ASSERT_GT(scale, 0.f);

@@ -37,43 +37,15 @@ namespace fs = std::filesystem;
 namespace {
 
 // Every parameter random (the head too), so that logits and predictions differ.
-std::unique_ptr<ViT> random_model(const ViTConfig& c, uint64_t seed) {
-  auto m = std::make_unique<ViT>(c);
-  Rng rng(seed);
-  for (const ParamInfo& p : m->params.entries()) {
-    float* d = m->params.data() + p.offset;
-    const bool norm_w = p.shape.size() == 1 && p.name.find(".ln") != std::string::npos &&
-                        p.name.rfind("weight") == p.name.size() - 6;
-    for (int64_t i = 0; i < p.numel; ++i) d[i] = norm_w ? 1.f + 0.1f * rng.normal() : 0.2f * rng.normal();
-  }
-  return m;
-}
-
+// dim 32, 2 blocks of 4 heads, MLP 64; Fashion-MNIST's statistics for one channel.
 ViTConfig small_config(int image, int channels, int patch, int classes) {
-  ViTConfig c;
+  ViTConfig c = test::small_config(image, patch, 32, 2, 4, 64, classes, channels);
   c.name = "cli_small";
-  c.image_size = image;
-  c.channels = channels;
-  c.patch = patch;
-  c.dim = 32;
-  c.depth = 2;
-  c.heads = 4;
-  c.mlp_dim = 64;
-  c.classes = classes;
   if (channels == 1) {
     c.pre.mean = {0.286f};
     c.pre.std = {0.353f};
   }
   return c;
-}
-
-nlohmann::json parse_json(const test::CliResult& r) {
-  try {
-    return nlohmann::json::parse(r.out);
-  } catch (const std::exception& e) {
-    ADD_FAILURE() << "stdout is not one JSON document: " << e.what() << "\n" << r.out;
-    return {};
-  }
 }
 
 #define EXPECT_HAS(text, part) EXPECT_NE(std::string(text).find(part), std::string::npos) << "missing '" << (part) << "' in: " << (text)
@@ -109,7 +81,7 @@ double now() { return std::chrono::duration<double>(std::chrono::steady_clock::n
 TEST(CliInfo, VitB16MacsPerBlockAndParameters) {
   test::CliResult r = test::run_cli("info vit_b_16 --json");
   ASSERT_EQ(r.code, 0) << r.err;
-  nlohmann::json j = parse_json(r);
+  nlohmann::json j = test::parse_json(r);
   EXPECT_EQ(j["parameters"], 86567656);  // sum(p.numel() for p in torchvision.models.vit_b_16().parameters())
   const auto& k = j["macs_by_kind"];
   EXPECT_EQ(k["qkv"]["macs_each"], 348585984);
@@ -119,7 +91,7 @@ TEST(CliInfo, VitB16MacsPerBlockAndParameters) {
   EXPECT_EQ(k["fc1"]["macs_each"], 464781312);
   EXPECT_EQ(k["fc2"]["macs_each"], 464781312);
   for (const char* kind : {"qkv", "out_proj", "attn_scores", "attn_values", "fc1", "fc2"}) EXPECT_EQ(k[kind]["count"], 12);
-  EXPECT_EQ(j["macs"], total_macs(*preset("vit_b_16")));
+  EXPECT_EQ(j["macs"], model_cost(*preset("vit_b_16")).macs);
   EXPECT_EQ(j["flops"], 2 * j["macs"].get<int64_t>());
   EXPECT_EQ(j["tokens"], 197);
   EXPECT_EQ(j["config"]["dim"], 768);
@@ -140,16 +112,16 @@ TEST(CliInfo, OnAFile) {
   const std::string dir = test::temp_dir(), path = dir + "/m.safetensors";
   ViTConfig c = small_config(32, 3, 8, 7);
   c.pre.resize = 36;
-  auto m = random_model(c, 1);
+  auto m = test::random_model(c, 1);
   save_model(*m, path);
   test::CliResult r = test::run_cli("info " + path + " --json");
   ASSERT_EQ(r.code, 0) << r.err;
-  nlohmann::json j = parse_json(r);
+  nlohmann::json j = test::parse_json(r);
   EXPECT_EQ(j["parameters"], m->params.count());
-  EXPECT_EQ(j["parameters"], parameter_count(c));
+  EXPECT_EQ(j["parameters"], model_cost(c).params);
   EXPECT_EQ(j["file_bytes"], file_size(path));
   EXPECT_EQ(j["config"], config_to_json(c));
-  EXPECT_EQ(j["macs"], total_macs(c));
+  EXPECT_EQ(j["macs"], model_cost(c).macs);
   r = test::run_cli("info " + path);
   ASSERT_EQ(r.code, 0) << r.err;
   EXPECT_HAS(r.out, "image 32, channels 3, patch 8, dim 32, depth 2, heads 4, mlp 64, classes 7");
@@ -161,7 +133,7 @@ TEST(CliInfo, OnAFile) {
 TEST(CliPredict, NpyInputMatchesTheLibrary) {
   const std::string dir = test::temp_dir(), path = dir + "/m.safetensors";
   ViTConfig c = small_config(24, 3, 6, 9);
-  auto m = random_model(c, 2);
+  auto m = test::random_model(c, 2);
   save_model(*m, path);
   Tensor x = Tensor::empty({5, 3, 24, 24});
   Rng rng(3);
@@ -179,7 +151,7 @@ TEST(CliPredict, NpyInputMatchesTheLibrary) {
   const float diff = test::max_abs_diff(got, want), scale = test::max_abs(want);
   std::printf("predict --input vs vit_predict: max|diff| %.3g (max|logit| %.3g)\n", diff, scale);
   EXPECT_LE(diff, 1e-6f * scale);
-  nlohmann::json j = parse_json(r);
+  nlohmann::json j = test::parse_json(r);
   ASSERT_EQ(j["predictions"].size(), 5u);
   for (int i = 0; i < 5; ++i) {
     const float* l = want.f32() + i * 9;
@@ -201,7 +173,7 @@ TEST(CliPredict, ImageFilesEqualPreprocessThenForward) {
   c.pre.interpolation = Interpolation::Bicubic;
   c.pre.mean = {0.4f, 0.5f, 0.6f};
   c.pre.std = {0.2f, 0.25f, 0.3f};
-  auto m = random_model(c, 4);
+  auto m = test::random_model(c, 4);
   save_model(*m, path);
   const std::vector<std::string> files = {dir + "/a.png", dir + "/b.jpg", dir + "/c.png", dir + "/d.jpeg"};
   write_png(files[0], 30, 22, 3, random_pixels(30 * 22 * 3, 1));
@@ -239,11 +211,11 @@ TEST(CliEval, ImageFolderJson) {
     }
   }
   ViTConfig c = small_config(16, 3, 8, 3);
-  auto m = random_model(c, 5);
+  auto m = test::random_model(c, 5);
   save_model(*m, path);
   test::CliResult r = test::run_cli("eval " + path + " --data " + root + " --batch 2 --json -q");
   ASSERT_EQ(r.code, 0) << r.err;
-  nlohmann::json j = parse_json(r);
+  nlohmann::json j = test::parse_json(r);
   EXPECT_EQ(j["images"], 6);
   EXPECT_GE(j["top1"].get<double>(), 0.0);
   EXPECT_LE(j["top1"].get<double>(), 1.0);
@@ -281,13 +253,13 @@ TEST(CliEval, ImageFolderJson) {
 TEST(CliEval, FashionMnistLimit500) {
   VITKIT_REQUIRE_FILE(test::fashion_mnist_dir());
   const std::string dir = test::temp_dir(), path = dir + "/m.safetensors";
-  auto m = random_model(small_config(28, 1, 7, 10), 6);
+  auto m = test::random_model(small_config(28, 1, 7, 10), 6);
   save_model(*m, path);
   const double t0 = now();
   test::CliResult r = test::run_cli("eval " + path + " --data fashion-mnist --limit 500 --json -q --threads 2");
   const double secs = now() - t0;
   ASSERT_EQ(r.code, 0) << r.err;
-  nlohmann::json j = parse_json(r);
+  nlohmann::json j = test::parse_json(r);
   EXPECT_EQ(j["images"], 500);
   EXPECT_EQ(j["split"], "test");
   ASSERT_EQ(j["confusion"].size(), 10u);
@@ -455,7 +427,7 @@ TEST(Threads, CliThreadsFlagIsHonoured) {
   c.heads = 3;
   c.mlp_dim = 768;
   c.depth = 3;
-  save_model(*random_model(c, 7), path);
+  save_model(*test::random_model(c, 7), path);
   write_npy(dir + "/x.npy", Tensor::zeros({96, 3, 64, 64}));
   for (int n : {1, 2}) {
     if (n > hardware_threads()) break;

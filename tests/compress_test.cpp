@@ -27,56 +27,29 @@ namespace fs = std::filesystem;
 namespace {
 
 ViTConfig small_config() {
-  ViTConfig c;
-  c.name = "small";
-  c.image_size = 8;
-  c.channels = 1;
-  c.patch = 2;
-  c.dim = 24;
-  c.depth = 2;
-  c.heads = 3;
-  c.mlp_dim = 48;
-  c.classes = 3;
-  c.pre.mean = {0.5f};
+  ViTConfig c = test::small_config(8, 2, 24, 2, 3, 48, 3);
   c.pre.std = {0.25f};
   return c;
 }
 
-std::unique_ptr<ViT> small_model(uint64_t seed = 2) {
-  auto m = std::make_unique<ViT>(small_config());
-  Rng rng(seed);
-  init_weights(*m, rng);
-  // torchvision's init zeroes the head: give it weights so that logits depend on the input.
-  for (int64_t i = 0; i < int64_t(m->head.out) * m->head.in; ++i) m->W(m->head)[i] = 0.2f * rng.normal();
-  return m;
-}
+std::unique_ptr<ViT> small_model(uint64_t seed = 2) { return test::init_model(small_config(), seed, 0.2f); }
 
-Tensor random_images(const ViTConfig& c, int64_t n, uint64_t seed) {
-  Tensor x = Tensor::empty({n, c.channels, c.image_size, c.image_size});
-  Rng rng(seed);
-  for (int64_t i = 0; i < x.numel(); ++i) x.f32()[i] = rng.normal();
-  return x;
-}
-
-bool bit_equal(const Tensor& a, const Tensor& b) {
-  return a.shape() == b.shape() && std::memcmp(a.raw(), b.raw(), a.nbytes()) == 0;
-}
 
 }  // namespace
 
 TEST(Compress, SaveLoadRunsIdentically) {
-  const Tensor x = random_images(small_config(), 6, 9);
+  const Tensor x = test::random_images(small_config(), 6, 9);
   for (const char* spec : {"round:decimals=2", "round:decimals=1,activations=true",
                            "round:decimals=3,activations=true,layers=conv_proj|heads.head,biases=true"}) {
     auto m = small_model();
     const Tensor before = vit_predict(*m, x);
     apply_pass(*m, spec);
     const Tensor compressed = vit_predict(*m, x);
-    EXPECT_FALSE(bit_equal(before, compressed)) << spec << ": rounding changes the logits";
+    EXPECT_FALSE(test::bit_equal(before, compressed)) << spec << ": rounding changes the logits";
     const std::string path = test::temp_dir() + "/m.safetensors";
     save_model(*m, path);
     auto loaded = load_model(path);
-    EXPECT_TRUE(bit_equal(vit_predict(*loaded, x), compressed)) << spec;
+    EXPECT_TRUE(test::bit_equal(vit_predict(*loaded, x), compressed)) << spec;
     EXPECT_EQ(compression_log(*loaded), compression_log(*m)) << spec;
     for (size_t i = 0; i < m->linears().size(); ++i) {
       const Linear* a = m->linears()[i];
@@ -98,11 +71,11 @@ TEST(Compress, ActivationRoundingIsRebuiltNotLost) {
   auto w_only = m->clone();
   apply_pass(*m, "round:decimals=1,activations=true");
   apply_pass(*w_only, "round:decimals=1");
-  const Tensor x = random_images(small_config(), 4, 4);
-  EXPECT_FALSE(bit_equal(vit_predict(*m, x), vit_predict(*w_only, x)));
+  const Tensor x = test::random_images(small_config(), 4, 4);
+  EXPECT_FALSE(test::bit_equal(vit_predict(*m, x), vit_predict(*w_only, x)));
   const std::string path = test::temp_dir() + "/a.safetensors";
   save_model(*m, path);
-  EXPECT_TRUE(bit_equal(vit_predict(*load_model(path), x), vit_predict(*m, x)));
+  EXPECT_TRUE(test::bit_equal(vit_predict(*load_model(path), x), vit_predict(*m, x)));
 }
 
 TEST(Compress, BadLogsNameTheFile) {
@@ -134,7 +107,7 @@ TEST(Compress, BadLogsNameTheFile) {
 TEST(ReuseStudy, CountsEveryMultiplication) {
   auto m = small_model();
   const ViTConfig& c = m->cfg;
-  const Tensor x = random_images(c, 2, 5);
+  const Tensor x = test::random_images(c, 2, 5);
   ReuseStudyOptions o;
   o.decimals = {1, 3};
   o.eval = false;
@@ -156,8 +129,8 @@ TEST(ReuseStudy, CountsEveryMultiplication) {
       EXPECT_EQ(s.kind_hits.count(k), 1u) << k;
     ASSERT_EQ(s.layers.size(), size_t(L * 6));
     EXPECT_EQ(s.layers[1].kind, "attn_scores");
-    EXPECT_EQ(s.layers[1].mults, c.heads * T * T * c.head_dim());
-    EXPECT_EQ(s.layers[2].mults, c.heads * T * c.head_dim() * T);
+    EXPECT_EQ(s.layers[1].mults, c.heads * T * T * c.block(0).head_dim);
+    EXPECT_EQ(s.layers[2].mults, c.heads * T * c.block(0).head_dim * T);
     EXPECT_EQ(s.block_hits.size(), size_t(L));
     EXPECT_EQ(s.samples, 300);
   }

@@ -471,8 +471,8 @@ void check_attention_backward(int64_t B, int64_t T, int64_t H, int64_t d, float 
   for (int k = 0; k < 2; ++k) {
     set_num_threads(k + 1);
     out[k].assign(B * T * D, kNaN), lse[k].assign(B * H * T, kNaN), dqkv[k].assign(B * T * 3 * D, kNaN);
-    kernels::attention_forward(qkv.data(), out[k].data(), lse[k].data(), B, T, D, H);
-    kernels::attention_backward(v.data(), qkv.data(), out[k].data(), lse[k].data(), dqkv[k].data(), B, T, D, H);
+    kernels::attention_forward(qkv.data(), out[k].data(), lse[k].data(), B, T, H, D / H);
+    kernels::attention_backward(v.data(), qkv.data(), out[k].data(), lse[k].data(), dqkv[k].data(), B, T, H, D / H);
   }
   expect_same("attention out", out[0], out[1], true);
   expect_same("attention lse", lse[0], lse[1], true);
@@ -557,14 +557,14 @@ TEST(OpGrad, AttentionForwardOddSizes) {
       for (int k = 0; k < 2; ++k) {
         set_num_threads(k + 1);
         out[k].assign(B * T * D, kNaN);
-        kernels::attention_forward(qkv.data(), out[k].data(), nullptr, B, T, D, H);
+        kernels::attention_forward(qkv.data(), out[k].data(), nullptr, B, T, H, D / H);
       }
       expect_same("attention_forward", out[0], out[1], true);
       // Only the first q_rows queries (inference's class-token-only last block):
       // the same rows, bit for bit, in a (B, q_rows, D) output.
       for (int64_t q_rows : {int64_t{1}, std::min<int64_t>(T, 33)}) {
         FVec part(B * q_rows * D, kNaN), want;
-        kernels::attention_forward(qkv.data(), part.data(), nullptr, B, T, D, H, q_rows);
+        kernels::attention_forward(qkv.data(), part.data(), nullptr, B, T, H, D / H, q_rows);
         for (int64_t b = 0; b < B; ++b)
           want.insert(want.end(), out[1].begin() + b * T * D, out[1].begin() + (b * T + q_rows) * D);
         ASSERT_EQ(part.size(), want.size());
@@ -573,7 +573,7 @@ TEST(OpGrad, AttentionForwardOddSizes) {
       }
       if (T < 577 || H == 1 || H == 16) {
         FVec ref(B * T * D, kNaN);
-        kernels::attention_forward_reference(qkv.data(), ref.data(), B, T, D, H);
+        kernels::attention_forward_reference(qkv.data(), ref.data(), B, T, H, D / H);
         DVec refd = to_double(ref);
         expect_close("attention fused vs float reference", tag, max_err(out[1].data(), refd.data(), B * T * D), 1e-5);
       }
@@ -594,7 +594,7 @@ TEST(OpGrad, AttentionForwardOddSizes) {
     const int64_t d = 64, D = H * d;
     const std::string tag = dims({{"T", T}, {"H", H}, {"d", d}});
     FVec qkv = random_qkv(rng, 1, T, D, 1.5f), out(T * D, kNaN);
-    kernels::attention_forward(qkv.data(), out.data(), nullptr, 1, T, D, H);
+    kernels::attention_forward(qkv.data(), out.data(), nullptr, 1, T, H, D / H);
     DVec qd = to_double(qkv), o(d), s;
     Err e;
     for (int64_t h = 0; h < H; ++h)

@@ -10,7 +10,9 @@
 #include "vitkit/compress/pass.h"
 #include "vitkit/core/error.h"
 #include "vitkit/core/rng.h"
-#include "vitkit/kernels/reuse.h"
+#include "vitkit/kernels/gemm.h"
+#include "vitkit/kernels/round.h"
+#include "vitkit/repr/round.h"
 #include "vitkit/model/init.h"
 
 using namespace vitkit;
@@ -86,31 +88,25 @@ TEST(RoundSemantics, RandomFloatsAgainstReference) {
 namespace {
 
 ViTConfig tiny_config() {
-  ViTConfig c;
+  ViTConfig c = test::small_config(8, 4, 16, 2, 2, 32, 3);
   c.name = "tiny";
-  c.image_size = 8;
-  c.channels = 1;
-  c.patch = 4;
-  c.dim = 16;
-  c.depth = 2;
-  c.heads = 2;
-  c.mlp_dim = 32;
-  c.classes = 3;
-  c.pre.mean = {0.5f};
-  c.pre.std = {0.5f};
   return c;
 }
 
 std::unique_ptr<ViT> tiny_model(uint64_t seed = 1) {
-  auto m = std::make_unique<ViT>(tiny_config());
-  Rng rng(seed);
-  init_weights(*m, rng);
-  // Larger biases than the init's, so that rounding them is visible, and a
-  // non-zero head (torchvision's init zeroes it).
+  // A non-zero head (torchvision's init zeroes it) and larger biases than the
+  // init's, so that rounding them is visible.
+  auto m = test::init_model(tiny_config(), seed, 0.2f);
+  Rng rng(seed + 100);
   for (Linear* l : m->linears())
     for (int i = 0; i < l->out; ++i) m->B(*l)[i] = 0.1f * rng.normal();
-  for (int64_t i = 0; i < int64_t(m->head.out) * m->head.in; ++i) m->W(m->head)[i] = 0.2f * rng.normal();
   return m;
+}
+
+// A layer's weight (out, in) whatever its representation (rounded layers hold f32 grid values).
+const float* weight(const Linear& l) {
+  thread_local std::vector<float> scratch;
+  return plain_weight(l, scratch);
 }
 
 bool rounded(const float* v, int64_t n, int d) {
@@ -130,15 +126,19 @@ TEST(RoundPass, CoversExactlyTheBlockLayers) {
   std::vector<std::string> names;
   for (const Linear* l : m->linears()) {
     const int64_t n = int64_t(l->out) * l->in;
-    const Linear* o = find_linear(*orig, l->name);
+    const Linear* o = orig->find_linear(l->name);
     if (l->block >= 0) {
       names.push_back(l->name);
-      for (int64_t i = 0; i < n; ++i) ASSERT_EQ(m->W(*l)[i], round_decimal(orig->W(*o)[i], 2)) << l->name;
+      for (int64_t i = 0; i < n; ++i) ASSERT_EQ(weight(*l)[i], round_decimal(orig->W(*o)[i], 2)) << l->name;
+      // The round representation, inputs not rounded.
+      auto* r = dynamic_cast<const RoundLinear*>(l->repr.get());
+      ASSERT_NE(r, nullptr) << l->name;
+      EXPECT_FALSE(r->inputs()) << l->name;
     } else {
       EXPECT_TRUE(same(m->W(*l), orig->W(*o), n)) << l->name << " must not change";
+      EXPECT_EQ(l->repr->kind(), "f32") << l->name;
     }
     EXPECT_TRUE(same(m->B(*l), orig->B(*o), l->out)) << l->name << ": biases are not rounded by default";
-    EXPECT_EQ(l->repr, nullptr) << l->name;
   }
   EXPECT_EQ(names.size(), 4u * 2);
   EXPECT_EQ(rec["layers"].get<std::vector<std::string>>(), names);
@@ -159,21 +159,21 @@ TEST(RoundPass, LayersBiasesActivations) {
       apply_pass(*m, "round:decimals=1,layers=conv_proj|heads.head,biases=true,activations=true");
   EXPECT_EQ(rec["layers"].size(), 2u + 8u);
   for (const Linear* l : m->linears()) {
-    EXPECT_TRUE(rounded(m->W(*l), int64_t(l->out) * l->in, 1)) << l->name;
+    EXPECT_TRUE(rounded(weight(*l), int64_t(l->out) * l->in, 1)) << l->name;
     EXPECT_TRUE(rounded(m->B(*l), l->out, 1)) << l->name;
-    ASSERT_NE(l->repr, nullptr) << l->name;
     EXPECT_EQ(l->repr->kind(), "round");
-    auto* r = dynamic_cast<const RoundActivationsRepr*>(l->repr.get());
+    auto* r = dynamic_cast<const RoundLinear*>(l->repr.get());
     ASSERT_NE(r, nullptr);
     EXPECT_EQ(r->decimals(), 1);
-    EXPECT_TRUE(same(r->weight(), m->W(*l), int64_t(l->out) * l->in));
+    EXPECT_TRUE(r->inputs());
+    EXPECT_TRUE(same(r->weight(), weight(*l), int64_t(l->out) * l->in));
   }
   // A pattern naming only the head.
   auto h = orig->clone();
   const nlohmann::json rh = apply_pass(*h, "round:decimals=3,layers=^heads");
   EXPECT_EQ(rh["layers"].size(), 9u);
   EXPECT_EQ(rh["layers"].back(), "heads.head");
-  EXPECT_FALSE(same(h->W(h->head), orig->W(orig->head), 16 * 3));
+  EXPECT_FALSE(same(weight(h->head), orig->W(orig->head), 16 * 3));
   EXPECT_TRUE(same(h->W(h->patch), orig->W(orig->patch), 16 * 16));
 }
 
@@ -186,12 +186,12 @@ TEST(RoundPass, ActivationReprRoundsInputs) {
   std::vector<float> X(size_t(M * l.in)), Xr(X.size()), Y(size_t(M * l.out)), want(Y.size());
   for (auto& x : X) x = rng.normal();
   round_decimal(X.data(), Xr.data(), int64_t(X.size()), 2);
-  l.repr->forward(X.data(), Y.data(), M, m->B(l), Activation::None, false);
-  kernels::gemm(false, true, M, l.out, l.in, 1.f, Xr.data(), l.in, m->W(l), l.in, 0.f, want.data(), l.out, m->B(l));
+  l.repr->forward(X.data(), Y.data(), M, Activation::None, false);
+  kernels::gemm(false, true, M, l.out, l.in, 1.f, Xr.data(), l.in, weight(l), l.in, 0.f, want.data(), l.out, m->B(l));
   EXPECT_TRUE(same(Y.data(), want.data(), int64_t(Y.size())));
   // accumulate adds to Y's content.
   std::vector<float> acc(Y.size(), 1.f);
-  l.repr->forward(X.data(), acc.data(), M, m->B(l), Activation::None, true);
+  l.repr->forward(X.data(), acc.data(), M, Activation::None, true);
   for (size_t i = 0; i < acc.size(); ++i) EXPECT_FLOAT_EQ(acc[i], want[i] + 1.f);
 }
 
@@ -255,7 +255,7 @@ TEST(PassSpec, ParsesAndRejects) {
   // All specs are checked before any is applied.
   auto orig = tiny_model();
   expect_usage_error([&] { apply_passes(*m, {"round:decimals=2", "round:decimal=1"}); }, {"decimal"});
-  EXPECT_TRUE(same(m->params.data(), orig->params.data(), m->params.total()));
+  EXPECT_EQ(test::param_values(*m), test::param_values(*orig));
   // --help text lists the pass and its keys.
   const std::string help = passes_help();
   for (const char* w : {"round", "decimals=int", "activations=bool", "layers=regex", "biases=bool"})
@@ -274,7 +274,7 @@ TEST(PassSpec, PassesApplyInOrder) {
   const Linear& l = m->blocks[1].fc2;
   const Linear& o = orig->blocks[1].fc2;
   for (int64_t i = 0; i < int64_t(l.out) * l.in; ++i)
-    ASSERT_EQ(m->W(l)[i], round_decimal(round_decimal(orig->W(o)[i], 3), 1));
+    ASSERT_EQ(weight(l)[i], round_decimal(round_decimal(orig->W(o)[i], 3), 1));
   // A layer that already has a representation is refused.
   auto a = orig->clone();
   apply_pass(*a, "round:decimals=2,activations=true");

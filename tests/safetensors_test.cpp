@@ -30,18 +30,7 @@ const char* kPython = "/usr/bin/python3";
 
 // Every parameter random: norm weights 1 + N(0, 0.1), embeddings N(0, 0.5),
 // the rest N(0, 0.1) (so that the head is not zero, as torchvision's init leaves it).
-std::unique_ptr<ViT> random_model(const ViTConfig& c, uint64_t seed) {
-  auto m = std::make_unique<ViT>(c);
-  Rng rng(seed);
-  for (const ParamInfo& p : m->params.entries()) {
-    float* d = m->params.data() + p.offset;
-    const bool norm_w = p.shape.size() == 1 && p.name.find(".ln") != std::string::npos &&
-                        p.name.rfind("weight") == p.name.size() - 6;
-    const bool embed = p.name.find("pos_embedding") != std::string::npos || p.name == "class_token";
-    for (int64_t i = 0; i < p.numel; ++i) d[i] = norm_w ? 1.f + 0.1f * rng.normal() : (embed ? 0.5f : 0.1f) * rng.normal();
-  }
-  return m;
-}
+std::unique_ptr<ViT> random_model(const ViTConfig& c, uint64_t seed) { return test::random_model(c, seed, 0.1f, 0.5f); }
 
 ViTConfig small_rgb() {
   ViTConfig c;
@@ -387,7 +376,7 @@ TEST(SafetensorsTorchvision, VitkitFilesLoadStrictAndMatchLogits) {
 TEST(Safetensors, HalfAndBf16FilesLoadWithinPrecision) {
   const std::string dir = test::temp_dir();
   auto model = random_model(small_rgb(), 7);
-  model->params.data()[0] = 1e-6f;  // an F16 subnormal
+  model->params.ptr(0)[0] = 1e-6f;  // an F16 subnormal
   save_model(*model, dir + "/f32.safetensors", DType::F32);
   const uint64_t f32_bytes = file_size(dir + "/f32.safetensors");
   for (DType dt : {DType::F16, DType::BF16}) {
@@ -415,7 +404,7 @@ TEST(Safetensors, HalfAndBf16FilesLoadWithinPrecision) {
     // Rewriting in the same dtype is lossless.
     save_model(*back, dir + "/again.safetensors", dt);
     auto again = load_model(dir + "/again.safetensors", {});
-    EXPECT_EQ(std::memcmp(again->params.data(), back->params.data(), size_t(back->params.total()) * sizeof(float)), 0);
+    EXPECT_EQ(test::param_values(*again), test::param_values(*back));
     std::printf("%s file: %llu bytes (f32 %llu), worst relative error %.3g (normal range)\n", dtype_name(dt),
                 (unsigned long long)bytes, (unsigned long long)f32_bytes, worst);
   }

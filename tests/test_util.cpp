@@ -4,10 +4,13 @@
 
 #include <cmath>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <set>
 
 #include "vitkit/core/file.h"
+#include "vitkit/core/rng.h"
+#include "vitkit/model/init.h"
 
 namespace vitkit::test {
 
@@ -61,6 +64,76 @@ float max_abs(const Tensor& a) {
   float m = 0;
   for (int64_t i = 0; i < f.numel(); ++i) m = std::max(m, std::fabs(f.f32()[i]));
   return m;
+}
+
+bool bit_equal(const Tensor& a, const Tensor& b) {
+  return a.shape() == b.shape() && a.dtype() == b.dtype() && std::memcmp(a.raw(), b.raw(), a.nbytes()) == 0;
+}
+
+nlohmann::json parse_json(const CliResult& r) {
+  try {
+    return nlohmann::json::parse(r.out);
+  } catch (const std::exception& e) {
+    ADD_FAILURE() << "stdout is not one JSON document: " << e.what() << "\n" << r.out;
+    return {};
+  }
+}
+
+ViTConfig small_config(int image, int patch, int dim, int depth, int heads, int mlp, int classes, int channels) {
+  ViTConfig c;
+  c.name = "small";
+  c.image_size = image;
+  c.channels = channels;
+  c.patch = patch;
+  c.dim = dim;
+  c.depth = depth;
+  c.heads = heads;
+  c.mlp_dim = mlp;
+  c.classes = classes;
+  c.pre.mean.assign(size_t(channels), 0.5f);
+  c.pre.std.assign(size_t(channels), 0.5f);
+  return c;
+}
+
+void randomize(ViT& m, uint64_t seed, float scale, float embed) {
+  Rng rng(seed);
+  if (embed < 0) embed = scale;
+  for (int i = 0; i < m.params.size(); ++i) {
+    const ParamInfo& p = m.params.info(i);
+    float* d = m.params.ptr(i);
+    const bool norm_w = p.shape.size() == 1 && p.name.find(".ln") != std::string::npos &&
+                        p.name.rfind("weight") == p.name.size() - 6;
+    const bool emb = p.name.find("pos_embedding") != std::string::npos || p.name == "class_token";
+    for (int64_t k = 0; k < p.numel; ++k) d[k] = norm_w ? 1.f + 0.1f * rng.normal() : (emb ? embed : scale) * rng.normal();
+  }
+}
+
+std::unique_ptr<ViT> random_model(const ViTConfig& c, uint64_t seed, float scale, float embed) {
+  auto m = std::make_unique<ViT>(c);
+  randomize(*m, seed, scale, embed);
+  return m;
+}
+
+std::unique_ptr<ViT> init_model(const ViTConfig& c, uint64_t seed, float head) {
+  auto m = std::make_unique<ViT>(c);
+  Rng rng(seed);
+  init_weights(*m, rng);
+  float* w = m->W(m->head);
+  for (int64_t i = 0; i < int64_t(m->head.in) * m->head.out; ++i) w[i] = head * rng.normal();
+  return m;
+}
+
+std::vector<float> param_values(const ViT& m) {
+  std::vector<float> v;
+  for (int i = 0; i < m.params.size(); ++i) v.insert(v.end(), m.params.ptr(i), m.params.ptr(i) + m.params.info(i).numel);
+  return v;
+}
+
+Tensor random_images(const ViTConfig& c, int64_t B, uint64_t seed) {
+  Tensor x = Tensor::empty({B, c.channels, c.image_size, c.image_size});
+  Rng rng(seed);
+  for (int64_t i = 0; i < x.numel(); ++i) x.f32()[i] = rng.normal();
+  return x;
 }
 
 }  // namespace vitkit::test

@@ -1,12 +1,17 @@
-// Helpers shared by the tests: where reference outputs and data live, and
-// running the CLI.
+// Helpers shared by the tests: where reference outputs and data live, running
+// the CLI, and the fixtures most tests build on (small configs, random models
+// and images).
 #pragma once
 #include <gtest/gtest.h>
 
 #include <string>
 #include <vector>
 
+#include <memory>
+#include <nlohmann/json.hpp>
+
 #include "vitkit/core/tensor.h"
+#include "vitkit/model/vit.h"
 
 namespace vitkit::test {
 
@@ -24,9 +29,31 @@ struct CliResult {
 // Runs build/vitkit with args (a shell-quoted string), capturing stdout/stderr.
 CliResult run_cli(const std::string& args);
 
+// stdout of a CLI run parsed as one JSON document (a failure recorded, null, when it is not).
+nlohmann::json parse_json(const CliResult& r);
+
 // max |a - b| and max |b|.
 float max_abs_diff(const Tensor& a, const Tensor& b);
 float max_abs(const Tensor& a);
+// Same shape, dtype and bytes.
+bool bit_equal(const Tensor& a, const Tensor& b);
+
+// A small config: 1 channel unless given, mean and std 0.5 per channel.
+ViTConfig small_config(int image = 16, int patch = 8, int dim = 32, int depth = 2, int heads = 4, int mlp = 64,
+                       int classes = 10, int channels = 1);
+
+// Every f32 parameter random, in table order: norm weights 1 + N(0, 0.1), the
+// embeddings (position, class token) N(0, embed), the rest N(0, scale)
+// (embed < 0: scale too).
+void randomize(ViT& m, uint64_t seed, float scale = 0.2f, float embed = -1.f);
+std::unique_ptr<ViT> random_model(const ViTConfig& c, uint64_t seed, float scale = 0.2f, float embed = -1.f);
+// torchvision's initialisation, then a head of N(0, head) weights (torchvision's
+// is zero, which would make every logit equal).
+std::unique_ptr<ViT> init_model(const ViTConfig& c, uint64_t seed, float head = 0.2f);
+// Every f32 parameter's values, concatenated in table order.
+std::vector<float> param_values(const ViT& m);
+// Images (B, C, S, S) of N(0, 1) values.
+Tensor random_images(const ViTConfig& c, int64_t B, uint64_t seed);
 
 }  // namespace vitkit::test
 

@@ -49,7 +49,7 @@ bool have_fmnist() { return file_exists(test::fashion_mnist_dir() + "/train-imag
   if (!have_fmnist()) GTEST_SKIP() << "Fashion-MNIST not installed (apt-get install dataset-fashion-mnist)"
 
 std::vector<float> params_of(const ViT& m) {
-  return std::vector<float>(m.params.data(), m.params.data() + m.params.total());
+  return test::param_values(m);
 }
 
 bool bitwise_equal(const std::vector<float>& a, const std::vector<float>& b) {

@@ -8,18 +8,17 @@
 #include <memory>
 
 #include "vitkit/analyze/ceiling.h"
-#include "vitkit/model/cost.h"
 #include "vitkit/analyze/memory.h"
-#include "vitkit/compress/bf16.h"
+#include "vitkit/compress/pass.h"
+#include "vitkit/model/cost.h"
+#include "vitkit/core/cpu.h"
 #include "vitkit/core/error.h"
 #include "vitkit/core/rng.h"
 #include "vitkit/core/tensor.h"
 #include "vitkit/core/threads.h"
-#include "vitkit/model/backward.h"
 #include "vitkit/model/forward.h"
 #include "vitkit/model/linear_apply.h"
-#include "vitkit/train/adamw.h"
-#include "vitkit/train/losses.h"
+#include "vitkit/train/step.h"
 
 namespace vitkit {
 
@@ -27,21 +26,19 @@ namespace vitkit {
 
 namespace {
 
-// Every precision the benchmark knows, in one place. To add one (int8): a row
-// with a function that gives a model that representation.
+// Every precision the benchmark knows, in one place: a shorthand for a pass
+// (compress/) or the model as loaded. Adding one (int8) is one entry here.
 struct PrecisionSpec {
   const char* name;
-  bool trainable;        // --train runs the model as loaded
-  void (*convert)(ViT&);  // for inference; null: the model as loaded
-  bool same_size;        // convert changes no size: it can always take the model itself
+  const char* pass;  // the pass spec that converts a model; "" for the model as loaded
+  bool same_size;    // inference converts nothing that changes a size: it can always take the model itself
 };
-
-void pack_fp32(ViT& m) { pack_linears_for_inference(m); }
 
 const std::vector<PrecisionSpec>& precision_table() {
   static const std::vector<PrecisionSpec> t = {
-      {"fp32", true, pack_fp32, true},  // weights in oneDNN's packed layout where that is faster (AVX-512)
-      {"bf16", false, convert_linears_to_bf16, false},
+      {"fp32", "", true},  // as loaded; for inference dense weights packed where that is faster (AVX-512)
+      {"bf16", "bf16", false},
+      {"f16", "f16", false},
   };
   return t;
 }
@@ -52,6 +49,13 @@ const PrecisionSpec* find_precision(const std::string& p) {
   return nullptr;
 }
 
+// The model in precision s, converted in place: for inference, `fp32` packs
+// dense weights; other precisions apply their pass.
+void convert(ViT& m, const PrecisionSpec& s, bool train) {
+  if (*s.pass) apply_pass(m, s.pass);
+  else if (!train) pack_linears_for_inference(m);
+}
+
 }  // namespace
 
 std::vector<std::string> bench_precisions() {
@@ -60,15 +64,15 @@ std::vector<std::string> bench_precisions() {
   return v;
 }
 
-void check_bench_precision(const std::string& p, bool train, const std::string& flag) {
+void check_bench_precision(const std::string& p, const std::string& flag) {
   const PrecisionSpec* s = find_precision(p);
   if (!s) {
     std::string names;
     for (auto& n : bench_precisions()) names += (names.empty() ? "" : ", ") + n;
     throw UsageError(cat(flag, ": unknown precision '", p, "' (", names, ")"));
   }
-  if (train && !s->trainable) throw UsageError(cat(flag, ": ", p, " cannot be trained; --train runs fp32"));
 }
+
 
 // ---- statistics and output -------------------------------------------------
 
@@ -90,6 +94,10 @@ nlohmann::json BenchRow::to_json() const {
                    {"arch", arch},
                    {"mode", mode},
                    {"precision", precision},
+                   {"repr", repr},
+                   {"params", params},
+                   {"model_bytes", model_bytes},
+                   {"macs_per_image", macs_per_image},
                    {"batch", batch},
                    {"sub_batch", sub_batch},
                    {"parallel", parallel},
@@ -140,15 +148,16 @@ nlohmann::json BenchReport::to_json() const {
 
 Table BenchReport::table() const {
   Table t({"model", "mode", "precision", "batch", "sub-batch", "parallel", "threads", "median ms", "min ms", "max ms",
-           "images/s", "GFLOP/s", "of ceiling", "peak RSS MiB"});
-  t.right_align({3, 4, 6, 7, 8, 9, 10, 11, 12, 13});
+           "images/s", "GFLOP/s", "of ceiling", "peak RSS MiB", "model MiB"});
+  t.right_align({3, 4, 6, 7, 8, 9, 10, 11, 12, 13, 14});
   for (auto& r : rows) {
     const int dec = r.median_ms < 10 ? 3 : r.median_ms < 1000 ? 2 : 1;
-    t.add({r.model, r.mode, r.precision, std::to_string(r.batch), std::to_string(r.sub_batch), r.parallel,
-           std::to_string(r.threads),
-           fmt_fixed(r.median_ms, dec), fmt_fixed(r.min_ms, dec), fmt_fixed(r.max_ms, dec),
+    const std::string precision = r.repr.empty() || r.repr == r.precision ? r.precision : r.precision + " (" + r.repr + ")";
+    t.add({r.model, r.mode, precision, std::to_string(r.batch), std::to_string(r.sub_batch), r.parallel,
+           std::to_string(r.threads), fmt_fixed(r.median_ms, dec), fmt_fixed(r.min_ms, dec), fmt_fixed(r.max_ms, dec),
            fmt_fixed(r.images_per_s, r.images_per_s < 100 ? 2 : 1), fmt_fixed(r.gflops, 1),
-           fmt_fixed(100 * r.ceiling_fraction, 1) + "%", r.peak_rss_mib < 0 ? "-" : fmt_fixed(r.peak_rss_mib, 1)});
+           fmt_fixed(100 * r.ceiling_fraction, 1) + "%", r.peak_rss_mib < 0 ? "-" : fmt_fixed(r.peak_rss_mib, 1),
+           fmt_fixed(double(r.model_bytes) / (1024.0 * 1024.0), 2)});
   }
   return t;
 }
@@ -229,21 +238,14 @@ double now_s() {
   return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
 }
 
-// Shared by every training row: gradients and the optimizer state of the model.
-struct TrainShared {
-  Tensor grads;
-  std::unique_ptr<AdamW> adamw;
-};
-
 // What one row needs to run a step: its model, random images (and labels), and
 // the activations planned for its batch.
 struct RowState {
   const ViT* model = nullptr;
+  TrainStep* train = nullptr;  // training rows: the step of their model variant
   Tensor images;
   std::vector<int> labels;
-  std::vector<float> dlogits;
   Acts acts;
-  BackWork work;
   int64_t batch = 0, sub_batch = 0;  // inference: the batch runs in sub-batches of sub_batch images (vit_infer)
   InferThreads parallel = InferThreads::PerOp;  // inference: per op or per image
   std::vector<float> logits;          // inference: (batch, classes)
@@ -262,13 +264,12 @@ std::unique_ptr<RowState> make_state(const ViT& m, int64_t B, int64_t sub, Infer
   s->batch = B;
   s->sub_batch = train ? B : sub;
   s->parallel = par;
-  s->acts.plan(c, s->sub_batch, train);
-  if (!train) s->logits.resize(size_t(B) * c.classes);
-  if (train) {
+  if (!train) {
+    s->acts.plan(c, s->sub_batch, false);
+    s->logits.resize(size_t(B) * c.classes);
+  } else {
     s->labels.resize(size_t(B));
     for (auto& l : s->labels) l = int(rng.below(uint64_t(c.classes)));
-    s->dlogits.resize(size_t(B) * c.classes);
-    s->work.plan(c, B);
   }
   return s;
 }
@@ -277,36 +278,25 @@ void infer_step(RowState& s) {
   vit_infer(*s.model, s.images.f32(), s.batch, s.sub_batch, s.acts, s.logits.data(), nullptr, s.parallel);
 }
 
-// One optimizer step as a training loop runs it (without data loading): forward,
-// loss, zeroed gradients, backward, AdamW. `model` is the mutable s.model.
-void train_step(RowState& s, ViT& model, TrainShared& t) {
-  const int64_t B = s.acts.batch(), C = model.cfg.classes;
-  vit_forward(model, s.images.f32(), B, s.acts);
-  {
-    VK_PROF("train.loss");
-    cross_entropy_forward_backward(s.acts.logits(), s.labels.data(), B, C, 0.f, s.dlogits.data());
-  }
-  {
-    VK_PROF("train.zero_grad");
-    std::memset(t.grads.f32(), 0, sizeof(float) * size_t(t.grads.numel()));
-  }
-  vit_backward(model, s.acts, s.dlogits.data(), t.grads.f32(), s.work);
-  VK_PROF("train.optimizer");
-  t.adamw->step(model.params, t.grads.f32(), 1e-4f);
+// One optimizer step as a training loop runs it (without data loading):
+// train/step.h's forward, loss, backward, AdamW and after-step hook.
+void train_step(RowState& s) {
+  StepOptions o;
+  o.lr = 1e-4f;
+  s.train->run(s.images.f32(), s.labels.data(), s.batch, o);
 }
 
 class Sweep {
  public:
-  Sweep(ViT& model, const std::string& label, const BenchOptions& o) : base_(model), o_(o) {
-    report_.model = label;
-    report_.arch = model.cfg.name;
-    report_.params = model.params.count();
-    report_.macs_per_image = total_macs(model.cfg);
-    report_.flops_per_image = (o.train ? 6.0 : 2.0) * double(report_.macs_per_image);
-    if (o.train) {
-      train_.grads = model.params.zeros_like();
-      train_.adamw = std::make_unique<AdamW>(model.params, AdamWConfig{});
-    }
+  Sweep(const std::vector<BenchModel>& models, const BenchOptions& o) : models_(models), o_(o) {
+    check(!models_.empty(), "bench: no model");
+    const BenchModel& first = models_.front();
+    report_.model = first.label;
+    report_.arch = first.model->cfg.name;
+    const ModelCost c = model_cost(*first.model);
+    report_.params = c.params;
+    report_.macs_per_image = c.macs;
+    report_.flops_per_image = flops_per_image(c.macs);
   }
 
   BenchReport run() {
@@ -319,23 +309,30 @@ class Sweep {
   }
 
  private:
+  // 2 x MACs (inference) or 6 x MACs (training: backward ~ 2 forwards).
+  double flops_per_image(int64_t macs) const { return (o_.train ? 6.0 : 2.0) * double(macs); }
+
   std::vector<int> threads_list() const {
     return o_.threads.empty() ? std::vector<int>{hardware_threads()} : o_.threads;
   }
 
+  // Rows ordered model, precision, batch, sub-batch, thread split, threads.
   void make_rows() {
+    for (size_t mi = 0; mi < models_.size(); ++mi)
     for (auto& p : o_.precisions)
       for (int64_t b : o_.batches)
         for (int64_t sub : o_.sub_batches)
         for (InferThreads par : o_.parallel)
         for (int t : threads_list()) {
+          const ViT& m = *models_[mi].model;
           BenchRow r;
-          r.model = report_.model;
-          r.arch = report_.arch;
+          r.model = models_[mi].label;
+          r.model_index = int(mi);
+          r.arch = m.cfg.name;
           r.mode = o_.train ? "train" : "infer";
           r.precision = p;
           r.batch = b;
-          const int64_t max_batch = sub > 0 ? sub : infer_batch(base_.cfg);
+          const int64_t max_batch = sub > 0 ? sub : infer_batch(m.cfg);
           r.sub_batch = o_.train ? b : sub_batch_size(b, max_batch);
           // The split vit_infer makes (auto resolved), fixed for the row's reps.
           const bool per_image = !o_.train && infer_per_image(b, max_batch, t, nullptr, par);
@@ -349,27 +346,49 @@ class Sweep {
 
   static InferThreads infer_mode(const BenchRow& r) { return parse_infer_threads(r.parallel, "parallel"); }
 
-  // The model in precision p, built once (--train: the model as loaded). fp32
-  // (packing, no size change) and a sweep's only precision convert the model
+  // Model mi in precision p, built once. A precision that changes no size
+  // (fp32: packing, or nothing) and a sweep's only precision convert the model
   // itself, so their peak RSS has no copy; other precisions of a sweep convert
-  // their own copy (from plain weights, packed or not), and the model itself
-  // stays resident and counts in their rows' peak RSS.
-  const ViT& variant(const std::string& p) {
+  // their own copy, and the model itself stays resident and counts in their
+  // rows' peak RSS.
+  ViT& variant(int mi, const std::string& p) {
     const PrecisionSpec* s = find_precision(p);
     check(s != nullptr, "bench: unknown precision '", p, "'");
-    if (!s->convert || o_.train) return base_;
+    ViT& base = *models_[size_t(mi)].model;
+    std::string& base_precision = base_precision_[mi];
     if (s->same_size || o_.precisions.size() == 1) {
-      check(base_precision_.empty() || base_precision_ == p, "bench: the model is already ", base_precision_);
-      if (base_precision_.empty()) s->convert(base_);
-      base_precision_ = p;
-      return base_;
+      check(base_precision.empty() || base_precision == p, "bench: the model is already ", base_precision);
+      if (base_precision.empty()) convert(base, *s, o_.train);
+      base_precision = p;
+      return base;
     }
-    auto& v = variants_[p];
+    auto& v = variants_[{mi, p}];
     if (!v) {
-      v = base_.clone();
-      s->convert(*v);
+      v = base.clone();
+      convert(*v, *s, o_.train);
     }
     return *v;
+  }
+
+  // The training step of a variant (begin_training on first use).
+  TrainStep* trainer(const ViT& v) {
+    auto& t = steps_[&v];
+    if (!t) t = std::make_unique<TrainStep>(const_cast<ViT&>(v), AdamWConfig{});
+    return t.get();
+  }
+
+  std::unique_ptr<RowState> state(size_t i) {
+    BenchRow& r = report_.rows[i];
+    ViT& v = variant(r.model_index, r.precision);
+    auto s = make_state(v, r.batch, r.sub_batch, infer_mode(r), o_.train, o_.seed + i);
+    if (o_.train) s->train = trainer(v);
+    // What the row runs: the variant's own counts (a bf16 model has half the bytes).
+    const ModelCost c = model_cost(v);
+    r.params = c.params;
+    r.model_bytes = c.bytes;
+    r.macs_per_image = c.macs;
+    r.repr = model_precision(v);
+    return s;
   }
 
   void say(const std::string& line) const {
@@ -382,7 +401,7 @@ class Sweep {
     if (profiling_) prof::reset();
     const double t0 = now_s();
     if (o_.train)
-      train_step(s, base_, train_);
+      train_step(s);
     else
       infer_step(s);
     const double dt = now_s() - t0;
@@ -410,10 +429,7 @@ class Sweep {
   void time_rows() {
     const size_t n = report_.rows.size();
     std::vector<std::unique_ptr<RowState>> states(n);
-    for (size_t i = 0; i < n; ++i) {
-      const BenchRow& r = report_.rows[i];
-      states[i] = make_state(variant(r.precision), r.batch, r.sub_batch, infer_mode(r), o_.train, o_.seed + i);
-    }
+    for (size_t i = 0; i < n; ++i) states[i] = state(i);
     const bool was_on = prof::enabled();
     prof::set_enabled(false);
     for (int w = 0; w < o_.warmup; ++w) {
@@ -437,18 +453,20 @@ class Sweep {
     const size_t n = report_.rows.size();
     std::vector<size_t> order(n);
     for (size_t i = 0; i < n; ++i) order[i] = i;
-    std::stable_sort(order.begin(), order.end(),
-                     [&](size_t a, size_t b) { return report_.rows[a].precision < report_.rows[b].precision; });
+    std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) {
+      const BenchRow &x = report_.rows[a], &y = report_.rows[b];
+      return std::tie(x.model_index, x.precision) < std::tie(y.model_index, y.precision);
+    });
     const bool was_on = prof::enabled();
     prof::set_enabled(false);
     for (size_t i : order) {
       BenchRow& r = report_.rows[i];
       say(cat("peak memory: ", r.precision, " batch ", r.batch, " threads ", r.threads));
-      drop_variants_except(r.precision);
+      drop_variants_except(r.model_index, r.precision);
       release_free_memory();
       reset_peak_rss();
       {
-        auto s = make_state(variant(r.precision), r.batch, r.sub_batch, infer_mode(r), o_.train, o_.seed + i);
+        auto s = state(i);
         step(i, *s);
       }
       r.peak_rss_mib = double(peak_rss_bytes()) / (1024.0 * 1024.0);
@@ -456,9 +474,15 @@ class Sweep {
     prof::set_enabled(was_on);
   }
 
-  void drop_variants_except(const std::string& p) {
-    for (auto it = variants_.begin(); it != variants_.end();)
-      it = it->first == p ? std::next(it) : variants_.erase(it);
+  void drop_variants_except(int mi, const std::string& p) {
+    for (auto it = variants_.begin(); it != variants_.end();) {
+      if (it->first == std::pair{mi, p}) {
+        ++it;
+        continue;
+      }
+      steps_.erase(it->second.get());
+      it = variants_.erase(it);
+    }
   }
 
   void finish_rows() {
@@ -469,7 +493,7 @@ class Sweep {
       r.min_ms = st.min * 1e3;
       r.max_ms = st.max * 1e3;
       r.images_per_s = st.median > 0 ? double(r.batch) / st.median : 0;
-      r.gflops = st.median > 0 ? report_.flops_per_image * double(r.batch) / st.median * 1e-9 : 0;
+      r.gflops = st.median > 0 ? flops_per_image(r.macs_per_image) * double(r.batch) / st.median * 1e-9 : 0;
       r.ceiling_gflops = report_.machine.ceiling_gflops[r.threads];
       r.ceiling_fraction = r.ceiling_gflops > 0 ? r.gflops / r.ceiling_gflops : 0;
       if (o_.profile) r.profile = mean_profile(profs_[i], r.reps);
@@ -483,14 +507,14 @@ class Sweep {
     return v;
   }
 
-  ViT& base_;
+  std::vector<BenchModel> models_;
   const BenchOptions& o_;
   BenchReport report_;
-  TrainShared train_;
-  std::map<std::string, std::unique_ptr<ViT>> variants_;
+  std::map<std::pair<int, std::string>, std::unique_ptr<ViT>> variants_;
+  std::map<const ViT*, std::unique_ptr<TrainStep>> steps_;
   std::vector<std::map<std::string, prof::Entry>> profs_;
   bool profiling_ = false;  // the timed reps record a per-op profile
-  std::string base_precision_;  // the precision the model itself was converted to, if any
+  std::map<int, std::string> base_precision_;  // the precision each model itself was converted to, if any
 };
 
 void check_options(const BenchOptions& o) {
@@ -505,17 +529,21 @@ void check_options(const BenchOptions& o) {
   check(!o.train || o.parallel == std::vector<InferThreads>{InferThreads::Auto},
         "bench: training splits its threads per op (no parallel choice)");
   for (int t : o.threads) check(t >= 1, "bench: thread counts must be >= 1, got ", t);
-  for (auto& p : o.precisions) check_bench_precision(p, o.train, "precision");
+  for (auto& p : o.precisions) check_bench_precision(p, "precision");
 }
 
 }  // namespace
 
-BenchReport run_bench(ViT& model, const std::string& label, const BenchOptions& o) {
+BenchReport run_bench(const std::vector<BenchModel>& models, const BenchOptions& o) {
   check_options(o);
   const int saved_threads = num_threads();
-  BenchReport r = Sweep(model, label, o).run();
+  BenchReport r = Sweep(models, o).run();
   set_num_threads(saved_threads);
   return r;
+}
+
+BenchReport run_bench(ViT& model, const std::string& label, const BenchOptions& o) {
+  return run_bench(std::vector<BenchModel>{{&model, label}}, o);
 }
 
 }  // namespace vitkit

@@ -20,12 +20,13 @@
 namespace vitkit {
 
 // The precisions a model can be benchmarked in, in one table (bench.cpp,
-// precision_table()): "fp32" (the model as loaded), "bf16" (compress/bf16.h).
-// Adding one (int8) is one entry there.
+// precision_table()), each the shorthand of a pass: "fp32" (the model as
+// loaded; for inference, dense weights packed where that is faster), "bf16",
+// "f16" (compress/half.h). Adding one (int8) is one entry there.
 std::vector<std::string> bench_precisions();
-// Throws UsageError naming `flag` when p is not one of them, or when `train`
-// and p cannot be trained.
-void check_bench_precision(const std::string& p, bool train, const std::string& flag);
+// Throws UsageError naming `flag` when p is not one of them.
+void check_bench_precision(const std::string& p, const std::string& flag);
+
 
 struct BenchOptions {
   std::vector<int64_t> batches{1};
@@ -57,9 +58,12 @@ Stats summarize(std::vector<double> v);
 
 struct BenchRow {
   std::string model;      // as given: a file or a preset name
+  int model_index = 0;    // which of the sweep's models
   std::string arch;       // the config's name
   std::string mode;       // "infer" or "train"
-  std::string precision;  // "fp32", "bf16"
+  std::string precision;  // "fp32", "bf16", "f16": the --precision shorthand
+  std::string repr;       // what the layers are when the row runs (model_precision, model/vit.h)
+  int64_t params = 0, model_bytes = 0, macs_per_image = 0;  // of the model the row runs
   int64_t batch = 0;
   int64_t sub_batch = 0;  // images per forward pass (inference: vit_infer's sub-batch; training: the batch)
   std::string parallel;   // "op" or "image": how the threads split the work (training: "op")
@@ -91,7 +95,7 @@ MachineInfo machine_info(const std::vector<int>& threads, double ceiling_seconds
 
 struct BenchReport {
   MachineInfo machine;
-  std::string model, arch;
+  std::string model, arch;  // the first model's (each row has its own)
   int64_t params = 0, macs_per_image = 0;
   double flops_per_image = 0;  // 2 x MACs (inference) or 6 x MACs (training: backward ~ 2 forwards)
   std::vector<BenchRow> rows;
@@ -101,9 +105,16 @@ struct BenchReport {
   std::string header() const;
 };
 
-// The sweep: rows ordered precision, batch, threads. `label` names the model in
-// the rows (the file or preset it came from). The model may change: training
-// updates its weights, and a sweep of a single non-fp32 precision converts it.
+// One model of a sweep and how the rows name it (the file or preset it came from).
+struct BenchModel {
+  ViT* model;
+  std::string label;
+};
+// The sweep: rows ordered model, precision, batch, sub-batch, thread split,
+// threads, timed interleaved across all of them. The models may change:
+// training updates their weights, and a precision that the model itself can
+// take (fp32, or a sweep's only precision) converts it.
+BenchReport run_bench(const std::vector<BenchModel>& models, const BenchOptions& o);
 BenchReport run_bench(ViT& model, const std::string& label, const BenchOptions& o);
 
 // A row's profile as a table (op, ms per rep, share, calls per rep).

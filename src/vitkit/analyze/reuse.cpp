@@ -26,7 +26,8 @@ ReuseCounter::ReuseCounter(const ViT& m, const std::vector<std::string>& layers,
     for (const Linear* x : m.linears())
       if (x->name == name) l = x;
     check(l != nullptr, "reuse: no layer named '", name, "'");
-    weights_[name] = std::make_unique<kernels::ReuseWeights>(m.W(*l), l->out, l->in, decimals);
+    std::vector<float> scratch;  // the plain weight of a layer that is not dense f32
+    weights_[name] = std::make_unique<kernels::ReuseWeights>(plain_weight(*l, scratch), l->out, l->in, decimals);
   }
 }
 
@@ -53,10 +54,10 @@ static void add_count(LayerReuse& r, const kernels::ReuseCount& c) {
 
 // q.k^T and softmax(q.k^T / sqrt(hd)).v of one head h of one image: qkv (T, 3D).
 // scores: X = q_h (T, hd), W = k_h (T, hd); values: X = P_h (T, T), W = v_h^T (hd, T).
-static void count_head(const ViTConfig& c, int64_t h, const float* qkv, int decimals,
+static void count_head(const ViTConfig& c, const BlockShape& b, int64_t h, const float* qkv, int decimals,
                        const kernels::ReuseCountOptions& opt, kernels::ReuseCount& scores,
                        kernels::ReuseCount& values) {
-  const int64_t T = c.tokens(), D = c.dim, hd = c.head_dim();
+  const int64_t T = c.tokens(), D = b.attn_dim(), hd = b.head_dim;  // qkv (T, 3D)
   Tensor q = Tensor::empty({T, hd}), k = Tensor::empty({T, hd}), vt = Tensor::empty({hd, T});
   Tensor p = Tensor::empty({T, T});
   for (int64_t t = 0; t < T; ++t)
@@ -90,15 +91,15 @@ static void count_head(const ViTConfig& c, int64_t h, const float* qkv, int deci
 }
 
 // Every head of one block, the heads in parallel; summed in head order.
-static void count_attention(const ViTConfig& c, const float* qkv, int decimals, const kernels::ReuseCountOptions& opt,
-                            LayerReuse& scores, LayerReuse& values) {
-  const int64_t H = c.heads;
+static void count_attention(const ViTConfig& c, const BlockShape& b, const float* qkv, int decimals,
+                            const kernels::ReuseCountOptions& opt, LayerReuse& scores, LayerReuse& values) {
+  const int64_t H = b.heads;
   std::vector<kernels::ReuseCount> rs(static_cast<size_t>(H)), rv(static_cast<size_t>(H));
   std::exception_ptr err;
 #pragma omp parallel for schedule(dynamic, 1) num_threads(num_threads())
   for (int64_t h = 0; h < H; ++h) {
     try {
-      count_head(c, h, qkv, decimals, opt, rs[h], rv[h]);
+      count_head(c, b, h, qkv, decimals, opt, rs[h], rv[h]);
     } catch (...) {
 #pragma omp critical(reuse_attention_error)
       err = std::current_exception();
@@ -137,7 +138,7 @@ std::vector<LayerReuse> ReuseCounter::count(const float* image, int64_t image_in
       LayerReuse scores{prefix + "scores", "attn_scores", block}, values{prefix + "values", "attn_values", block};
       kernels::ReuseCountOptions o = opt;
       o.seed = mix_seed(s_.seed, image_index, int64_t(out.size()));
-      count_attention(m_.cfg, qkv, decimals_, o, scores, values);
+      count_attention(m_.cfg, m_.blocks[size_t(block)].shape, qkv, decimals_, o, scores, values);
       out.push_back(scores);
       out.push_back(values);
     };

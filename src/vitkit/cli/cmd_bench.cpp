@@ -6,7 +6,8 @@
 #include "commands.h"
 #include "common.h"
 #include "vitkit/analyze/bench.h"
-#include "vitkit/compress/bf16.h"
+#include "vitkit/compress/half.h"
+#include "vitkit/core/cpu.h"
 #include "vitkit/core/error.h"
 #include "vitkit/core/file.h"
 #include "vitkit/core/progress.h"
@@ -18,7 +19,8 @@ namespace vitkit::cli {
 namespace {
 
 struct BenchCliOpts {
-  std::string model, format = "text", output;
+  std::vector<std::string> models;
+  std::string format = "text", output;
   std::vector<int64_t> batches{1};
   std::vector<int64_t> sub_batches{0};
   std::vector<std::string> parallel{"auto"};
@@ -41,7 +43,7 @@ void check_cli(const BenchCliOpts& o) {
     throw UsageError("--parallel is for inference; --train splits every op over the threads");
   for (int t : o.threads)
     if (t < 1) throw UsageError(cat("--threads: thread counts must be >= 1, got ", t));
-  for (auto& p : o.precisions) check_bench_precision(p, o.train, "--precision");
+  for (auto& p : o.precisions) check_bench_precision(p, "--precision");
   if (o.reps < 1) throw UsageError(cat("--reps must be >= 1, got ", o.reps));
   if (o.warmup < 0) throw UsageError(cat("--warmup must be >= 0, got ", o.warmup));
   if (o.json && o.format != "text" && o.format != "json")
@@ -73,9 +75,9 @@ std::string render(const BenchReport& r, const std::string& format, bool profile
 
 // How rows name the model: the file or preset given, or for a preset changed by
 // --config the config's name (the preset's name with "+config" when it has none).
-std::string model_label(const BenchCliOpts& o, const ViT& m) {
-  if (!is_preset_spec(o.model) || o.load.config.empty()) return o.model;
-  return m.cfg.name != o.model ? m.cfg.name : o.model + "+config";
+std::string model_label(const BenchCliOpts& o, const std::string& spec, const ViT& m) {
+  if (!is_preset_spec(spec) || o.load.config.empty()) return spec;
+  return m.cfg.name != spec ? m.cfg.name : spec + "+config";
 }
 
 void run_bench_cmd(BenchCliOpts o) {
@@ -89,7 +91,12 @@ void run_bench_cmd(BenchCliOpts o) {
                ? "this CPU has no native bf16 (AVX512_BF16 or AMX): oneDNN emulates it, expect bf16 slower than fp32"
                : "this CPU has no bf16 matmul in oneDNN (AVX2 only): bf16 values are multiplied by the fp32 GEMM "
                  "(bf16 numerics, slower than fp32)");
-  auto model = load_model(o.model, o.load);
+  std::vector<std::unique_ptr<ViT>> loaded;
+  std::vector<BenchModel> models;
+  for (const std::string& spec : o.models) {
+    loaded.push_back(load_model(spec, o.load));
+    models.push_back({loaded.back().get(), model_label(o, spec, *loaded.back())});
+  }
   BenchOptions b;
   b.batches = o.batches;
   b.sub_batches = o.sub_batches;
@@ -103,7 +110,7 @@ void run_bench_cmd(BenchCliOpts o) {
   b.profile = o.profile;
   b.seed = o.load.seed;
   if (!o.quiet) b.progress = [](const std::string& s) { std::fprintf(stderr, "bench: %s\n", s.c_str()); };
-  const BenchReport r = run_bench(*model, model_label(o, *model), b);
+  const BenchReport r = run_bench(models, b);
   const std::string out = render(r, o.format, o.profile);
   if (o.output.empty())
     std::fwrite(out.data(), 1, out.size(), stdout);
@@ -116,7 +123,10 @@ void run_bench_cmd(BenchCliOpts o) {
 void register_bench(CLI::App& app) {
   auto o = std::make_shared<BenchCliOpts>();
   CLI::App* cmd = app.add_subcommand("bench", "Speed sweep: latency, images/s, GFLOP/s, peak memory per row");
-  cmd->add_option("model", o->model, "Model file (.safetensors, .pth) or preset (random weights)")->required();
+  cmd->add_option("model", o->models,
+                  "Model files (.safetensors, .pth) or presets (random weights): several are a sweep axis, a row each, "
+                  "timed interleaved")
+      ->required();
   cmd->add_option("--batch", o->batches, "Batch sizes, comma-separated (default 1)")->delimiter(',');
   cmd->add_option("--sub-batch", o->sub_batches,
                   "Inference: at most this many images per forward pass, comma-separated, a row each (default 0: "
@@ -128,7 +138,8 @@ void register_bench(CLI::App& app) {
                   "sub-batch)")
       ->delimiter(',');
   cmd->add_option("--threads", o->threads, "Thread counts, comma-separated (default: all cores)")->delimiter(',');
-  cmd->add_option("--precision", o->precisions, "Precisions, comma-separated: fp32, bf16 (default fp32)")
+  cmd->add_option("--precision", o->precisions, "Precisions, comma-separated: fp32 (the model as loaded), bf16, f16 (shorthands for those passes; "
+                  "default fp32)")
       ->delimiter(',');
   cmd->add_option("--reps", o->reps, "Timed repetitions per row (default 5)");
   cmd->add_option("--warmup", o->warmup, "Untimed repetitions per row first (default 1)");

@@ -13,8 +13,9 @@ namespace vitkit::cli {
 namespace {
 
 struct CompressOpts {
-  std::string model, output;
+  std::string model, output, data, calib_split = "train";
   std::vector<std::string> passes;
+  int64_t calib = 512;
   LoadOptions load;
   CommonOpts common;
 };
@@ -47,8 +48,19 @@ void print_record(size_t i, const nlohmann::json& rec) {
 void run_compress(const CompressOpts& o) {
   apply_common(o.common);
   if (o.passes.empty()) throw UsageError("--pass: give at least one pass (see vitkit compress --help)");
+  const bool need_calib = passes_need_calibration(o.passes);  // validates every spec before any work
+  if (need_calib && o.data.empty())
+    throw UsageError("a pass needs calibration images: give --data DATASET (and --calib N, default 512)");
   auto model = load_model(o.model, o.load);
-  const std::vector<nlohmann::json> records = apply_passes(*model, o.passes);
+  PassContext ctx;
+  ctx.seed = o.load.seed;
+  ctx.progress = !o.common.quiet;
+  if (need_calib) {
+    load_calibration(ctx, *model, o.data, o.calib_split, o.calib);
+    if (!o.common.quiet)
+      std::fprintf(stderr, "calibration: %lld images of %s\n", (long long)ctx.calib.dim(0), ctx.calib_source.c_str());
+  }
+  const std::vector<nlohmann::json> records = apply_passes(*model, o.passes, ctx);
   save_model(*model, o.output);
   if (o.common.json) {
     print_json({{"model", o.model}, {"output", o.output}, {"passes", records}, {"log", compression_log(*model)}});
@@ -69,6 +81,13 @@ void register_compress(CLI::App& app) {
       ->required()
       ->allow_extra_args(false);
   cmd->add_option("-o,--output", o->output, "Output model (.safetensors)")->required();
+  cmd->add_option("--data", o->data,
+                  "Dataset for calibration (passes that need it) (fashion-mnist, mnist, or a folder)");
+  cmd->add_option("--calib", o->calib,
+                  "Calibration images, taken balanced over classes from --calib-split (default 512)")
+      ->check(CLI::PositiveNumber);
+  cmd->add_option("--calib-split", o->calib_split, "Split the calibration images come from (default train)")
+      ->check(CLI::IsMember({"train", "test"}));
   add_model_opts(cmd, o->load);
   add_common(cmd, o->common);
   cmd->footer(passes_help());

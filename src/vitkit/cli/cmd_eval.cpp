@@ -5,7 +5,7 @@
 #include "commands.h"
 #include "common.h"
 #include "vitkit/train/evaluate.h"
-#include "vitkit/compress/bf16.h"
+#include "vitkit/compress/pass.h"
 #include "vitkit/core/error.h"
 #include "vitkit/core/threads.h"
 #include "vitkit/io/dataset.h"
@@ -46,11 +46,13 @@ void run_eval(const EvalOpts& o) {
   if (o.batch < 1) throw UsageError("--batch must be >= 1");
   auto model = load_model(o.model, o.load);
   auto ds = open_dataset(o.data, o.split);
-  // Inference only from here: fp32 weights packed into oneDNN's layout (AVX-512 CPUs).
-  const int packed = o.precision == "bf16" ? 0 : pack_linears_for_inference(*model);
-  if (o.precision == "bf16") convert_linears_to_bf16(*model);
+  // --precision bf16 / f16: shorthands for those passes. The model runs as it
+  // is otherwise (a compressed file in its own representations); inference
+  // only from here, so dense f32 weights are packed into oneDNN's layout (AVX-512 CPUs).
+  if (o.precision != "fp32") apply_pass(*model, o.precision);
+  const int packed = pack_linears_for_inference(*model);
   if (!o.common.quiet)
-    std::fprintf(stderr, "data: %s\nprecision: %s%s\n", ds->describe().c_str(), o.precision.c_str(),
+    std::fprintf(stderr, "data: %s\nlayers: %s%s\n", ds->describe().c_str(), model_precision(*model).c_str(),
                  packed ? cat(" (", packed, " weights packed for oneDNN)").c_str() : "");
   EvalResult r = evaluate_dataset(*model, *ds, o.limit, o.batch, !o.common.quiet);
   if (o.common.json) {
@@ -60,6 +62,7 @@ void run_eval(const EvalOpts& o) {
     j["split"] = o.split;
     j["threads"] = num_threads();
     j["precision"] = o.precision;
+    j["layers"] = model_precision(*model);
     j["packed_weights"] = packed;
     print_json(j);
   } else {
@@ -78,8 +81,9 @@ void register_eval(CLI::App& app) {
   cmd->add_option("--split", o->split, "train or test")->check(CLI::IsMember({"train", "test"}));
   cmd->add_option("--limit", o->limit, "Only the first N images")->check(CLI::NonNegativeNumber);
   cmd->add_option("--batch", o->batch, "Images per forward pass");
-  cmd->add_option("--precision", o->precision, "fp32, or bf16: linear layers in bf16 (fp32 accumulation)")
-      ->check(CLI::IsMember({"fp32", "bf16"}));
+  cmd->add_option("--precision", o->precision,
+                  "fp32 (the model as it is), or bf16 / f16: the bf16 or f16 pass applied first (see compress --help)")
+      ->check(CLI::IsMember({"fp32", "bf16", "f16"}));
   add_model_opts(cmd, o->load);
   add_common(cmd, o->common);
   cmd->callback([o] { run_eval(*o); });

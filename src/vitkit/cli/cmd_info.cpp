@@ -4,6 +4,7 @@
 
 #include "commands.h"
 #include "common.h"
+#include "vitkit/core/error.h"
 #include "vitkit/model/cost.h"
 #include "vitkit/core/file.h"
 #include "vitkit/report/table.h"
@@ -19,45 +20,99 @@ struct InfoOpts {
   bool layers = false;
 };
 
+// "4 x 32, mlp 256" per block, or one line when the blocks are uniform.
+std::string block_shapes(const ViTConfig& c) {
+  if (c.uniform())
+    return cat("heads ", c.heads, c.block(0).head_dim * c.heads != c.dim ? cat(" x ", c.block(0).head_dim) : "",
+               ", mlp ", c.mlp_dim);
+  std::string s;
+  for (int i = 0; i < c.depth; ++i) {
+    const BlockShape b = c.block(i);
+    s += cat(i ? "; " : "", b.heads, "x", b.head_dim, " mlp ", b.mlp_dim);
+  }
+  return s;
+}
+
+// Per layer kind: the representations of its layers ("f32", "bf16", "round x8, f32 x4").
+std::map<std::string, std::string> reprs_by_kind(const std::vector<LayerCost>& costs) {
+  std::map<std::string, std::map<std::string, int>> n;
+  for (auto& l : costs)
+    if (!l.repr.empty()) n[l.kind][l.repr]++;
+  std::map<std::string, std::string> out;
+  for (auto& [kind, counts] : n) {
+    std::string s;
+    for (auto& [r, k] : counts) s += cat(s.empty() ? "" : ", ", r, counts.size() > 1 ? cat(" x", k) : "");
+    out[kind] = s;
+  }
+  return out;
+}
+
 void run_info(const InfoOpts& o) {
   apply_common(o.common);
-  ViTConfig c = load_config(o.model, o.load);
+  // A file's counts come from its layers' representations; a preset's from its (dense f32) config.
   const bool preset_only = is_preset_spec(o.model);
-  auto costs = layer_costs(c);
-  const int64_t params = parameter_count(c), macs = total_macs(c);
+  std::unique_ptr<ViT> model;
+  ViTConfig c;
+  if (preset_only) {
+    c = load_config(o.model, o.load);
+  } else {
+    model = load_model(o.model, o.load);
+    c = model->cfg;
+  }
+  const std::vector<LayerCost> costs = model ? layer_costs(*model) : layer_costs(c);
+  const ModelCost total = model ? model_cost(*model) : model_cost(c);
+  const int64_t params = total.params, macs = total.macs;
   nlohmann::json j;
   j["model"] = o.model;
   j["config"] = config_to_json(c);
   j["parameters"] = params;
   j["bytes_f32"] = params * 4;
+  j["bytes"] = total.bytes;
   if (!preset_only) j["file_bytes"] = file_size(o.model);
   j["tokens"] = c.tokens();
   j["macs"] = macs;
   j["flops"] = 2 * macs;
   nlohmann::json layers = nlohmann::json::array();
-  for (auto& l : costs)
-    layers.push_back({{"name", l.name}, {"kind", l.kind}, {"block", l.block}, {"macs", l.macs}, {"params", l.params}});
+  for (auto& l : costs) {
+    nlohmann::json e{{"name", l.name}, {"kind", l.kind}, {"block", l.block}, {"macs", l.macs}, {"params", l.params},
+                     {"bytes", l.bytes}};
+    if (!l.repr.empty()) e["repr"] = l.repr;
+    layers.push_back(e);
+  }
   j["layers"] = layers;
+  if (model) {
+    nlohmann::json reprs = nlohmann::json::object();
+    for (const Linear* l : model->linears())
+      reprs[l->name] = {{"repr", l->repr->kind()}, {"describe", l->repr->describe()},
+                        {"train", to_string(l->repr->train_mode())}};
+    j["representations"] = reprs;
+    j["compression"] = compression_log(*model);
+  }
   // Per kind: MACs per block and in all.
-  std::vector<std::string> kinds{"patch", "qkv", "attn_scores", "attn_values", "out_proj", "fc1", "fc2", "head"};
-  std::map<std::string, int64_t> kind_total, kind_one, kind_count;
+  const std::vector<std::string> kinds{"patch", "qkv", "attn_scores", "attn_values", "out_proj", "fc1", "fc2", "head"};
+  std::map<std::string, int64_t> kind_total, kind_one, kind_count, kind_params, kind_bytes;
   for (auto& l : costs) {
     kind_total[l.kind] += l.macs;
     kind_one[l.kind] = l.macs;
     kind_count[l.kind]++;
+    kind_params[l.kind] += l.params;
+    kind_bytes[l.kind] += l.bytes;
   }
+  const std::map<std::string, std::string> kind_reprs = reprs_by_kind(costs);
   nlohmann::json by_kind = nlohmann::json::object();
-  for (auto& k : kinds)
+  for (auto& k : kinds) {
     by_kind[k] = {{"macs_each", kind_one[k]}, {"count", kind_count[k]}, {"macs", kind_total[k]},
-                  {"share", double(kind_total[k]) / double(macs)}};
+                  {"share", double(kind_total[k]) / double(macs)}, {"params", kind_params[k]}, {"bytes", kind_bytes[k]}};
+    if (kind_reprs.count(k)) by_kind[k]["repr"] = kind_reprs.at(k);
+  }
   j["macs_by_kind"] = by_kind;
   if (o.common.json) {
     print_json(j);
     return;
   }
   std::printf("model      %s%s\n", o.model.c_str(), preset_only ? " (preset)" : "");
-  std::printf("arch       image %d, channels %d, patch %d, dim %d, depth %d, heads %d, mlp %d, classes %d\n",
-              c.image_size, c.channels, c.patch, c.dim, c.depth, c.heads, c.mlp_dim, c.classes);
+  std::printf("arch       image %d, channels %d, patch %d, dim %d, depth %d, %s, classes %d\n", c.image_size,
+              c.channels, c.patch, c.dim, c.depth, block_shapes(c).c_str(), c.classes);
   std::printf("variant    norm=%s act=%s pool=%s class_token=%s final_norm=%s qkv_bias=%s eps=%g\n",
               to_string(c.norm), to_string(c.act), to_string(c.pool), c.class_token ? "true" : "false",
               c.final_norm ? "true" : "false", c.qkv_bias ? "true" : "false", c.norm_eps);
@@ -67,23 +122,35 @@ void run_info(const InfoOpts& o) {
   std::printf("preprocess resize %d, crop %d, %s, mean [%s], std [%s]\n", c.pre.resize,
               c.pre.crop ? c.pre.crop : c.image_size, to_string(c.pre.interpolation), mean.c_str(), sd.c_str());
   std::printf("tokens     %d (%d patches%s)\n", c.tokens(), c.patches(), c.class_token ? " + class token" : "");
-  std::printf("parameters %s (%s as f32", fmt_int(params).c_str(), fmt_bytes(double(params) * 4).c_str());
+  std::printf("parameters %s (%s as f32; %s as stored", fmt_int(params).c_str(), fmt_bytes(double(params) * 4).c_str(),
+              fmt_bytes(double(total.bytes)).c_str());
   if (!preset_only) std::printf(", file %s", fmt_bytes(double(file_size(o.model))).c_str());
   std::printf(")\n");
-  std::printf("MACs       %s per image (%s FLOPs)\n\n", fmt_int(macs).c_str(), fmt_si(2.0 * macs).c_str());
+  std::printf("MACs       %s per image (%s FLOPs)\n", fmt_int(macs).c_str(), fmt_si(2.0 * macs).c_str());
+  if (model) {
+    const nlohmann::json log = compression_log(*model);
+    for (size_t i = 0; i < log.size(); ++i)
+      std::printf("%s %s\n", i ? "          " : "compressed", log[i].value("spec", "").c_str());
+  }
+  std::printf("\n");
   if (o.layers) {
-    Table t({"layer", "kind", "MACs", "params"});
-    t.right_align({2, 3});
-    for (auto& l : costs) t.add({l.name, l.kind, fmt_int(l.macs), fmt_int(l.params)});
+    Table t({"layer", "kind", "repr", "MACs", "params", "bytes"});
+    t.right_align({3, 4, 5});
+    for (auto& l : costs)
+      t.add({l.name, l.kind, l.repr, fmt_int(l.macs), fmt_int(l.params), l.bytes ? fmt_int(l.bytes) : ""});
+    t.add({"embeddings, norms, class token", "", "f32", "", fmt_int(total.other_params), fmt_int(4 * total.other_params)});
+    t.add({"total", "", "", fmt_int(macs), fmt_int(params), fmt_int(total.bytes)});
     std::fputs(t.text().c_str(), stdout);
     return;
   }
-  Table t({"layer", "MACs each", "count", "MACs", "share"});
-  t.right_align({1, 2, 3, 4});
+  Table t({"layer", "repr", "MACs each", "count", "MACs", "share", "params", "bytes"});
+  t.right_align({2, 3, 4, 5, 6, 7});
   for (auto& k : kinds)
-    t.add({k, fmt_int(kind_one[k]), std::to_string(kind_count[k]), fmt_int(kind_total[k]),
-           fmt_fixed(100.0 * double(kind_total[k]) / double(macs), 2) + "%"});
-  t.add({"total", "", "", fmt_int(macs), "100.00%"});
+    t.add({k, kind_reprs.count(k) ? kind_reprs.at(k) : "", fmt_int(kind_one[k]), std::to_string(kind_count[k]),
+           fmt_int(kind_total[k]), fmt_fixed(100.0 * double(kind_total[k]) / double(macs), 2) + "%",
+           kind_params[k] ? fmt_int(kind_params[k]) : "", kind_bytes[k] ? fmt_int(kind_bytes[k]) : ""});
+  t.add({"other", "f32", "", "", "", "", fmt_int(total.other_params), fmt_int(4 * total.other_params)});
+  t.add({"total", "", "", "", fmt_int(macs), "100.00%", fmt_int(params), fmt_int(total.bytes)});
   std::fputs(t.text().c_str(), stdout);
 }
 

@@ -5,8 +5,11 @@
 #include <cstdlib>
 #include <regex>
 
+#include "vitkit/compress/half.h"
 #include "vitkit/compress/round.h"
 #include "vitkit/core/error.h"
+#include "vitkit/io/dataset.h"
+#include "vitkit/io/preprocess.h"
 
 namespace vitkit {
 
@@ -87,8 +90,6 @@ nlohmann::json PassArgs::to_json(const std::vector<PassKey>& keys) const {
   return j;
 }
 
-void Pass::restore(ViT&, const nlohmann::json&) const {}
-
 // ---- Specs -------------------------------------------------------------------
 
 PassSpec parse_pass_spec(const std::string& text) {
@@ -125,6 +126,8 @@ const std::vector<const Pass*>& registered_passes() {
   static const std::vector<std::unique_ptr<Pass>> owned = [] {
     std::vector<std::unique_ptr<Pass>> v;
     v.push_back(make_round_pass());
+    v.push_back(make_bf16_pass());
+    v.push_back(make_f16_pass());
     // Later passes (quantize, lowrank, prune, distill) are added here.
     return v;
   }();
@@ -206,76 +209,72 @@ PassArgs validate_pass_args(const Pass& pass, const PassSpec& spec) {
   return PassArgs(pass.name(), std::move(values), std::move(given));
 }
 
-// ---- Applying and the log ------------------------------------------------
+// ---- Calibration -----------------------------------------------------------
 
-nlohmann::json compression_log(const ViT& m) {
-  auto it = m.extra_metadata.find(kCompressionKey);
-  if (it == m.extra_metadata.end() || !it->is_array()) return nlohmann::json::array();
-  return *it;
+void load_calibration(PassContext& ctx, const ViT& m, const std::string& data, const std::string& split, int64_t n) {
+  check(n > 0, "calibration: the number of images must be positive, got ", n);
+  auto ds = open_dataset(data, split);
+  check(ds->classes() <= m.cfg.classes, ds->describe(), " has ", ds->classes(), " classes but the model has ",
+        m.cfg.classes);
+  ctx.calib_indices = balanced_indices(*ds, n);
+  ctx.calib = preprocess_batch(*ds, ctx.calib_indices, m.cfg);
+  ctx.calib_labels.clear();
+  for (int64_t i : ctx.calib_indices) ctx.calib_labels.push_back(ds->label(i));
+  ctx.calib_source = ds->describe();
 }
 
-static nlohmann::json run_pass(ViT& m, const Pass& pass, const PassSpec& spec, const PassArgs& args) {
-  nlohmann::json rec = pass.apply(m, args);
+// ---- Applying -------------------------------------------------------------
+
+static nlohmann::json run_pass(ViT& m, const Pass& pass, const PassSpec& spec, const PassArgs& args,
+                               const PassContext& ctx) {
+  nlohmann::json rec = pass.apply(m, args, ctx);
   rec["pass"] = pass.name();
   rec["spec"] = spec.text;
   rec["args"] = args.to_json(pass.keys());
-  nlohmann::json log = compression_log(m);
-  log.push_back(rec);
-  m.extra_metadata[kCompressionKey] = log;
+  if (pass.needs_calibration(args))
+    rec["calibration"] = {{"source", ctx.calib_source},
+                          {"images", ctx.calib.dim(0)},
+                          {"indices", ctx.calib_indices}};
+  append_compression_log(m, rec);
   return rec;
 }
 
-nlohmann::json apply_pass(ViT& m, const std::string& text) {
-  const PassSpec spec = parse_pass_spec(text);
-  const Pass& pass = find_pass(spec.name);
-  return run_pass(m, pass, spec, validate_pass_args(pass, spec));
+// Checks that ctx has the calibration images the pass needs.
+static void check_calibration(const Pass& pass, const PassSpec& spec, const PassArgs& args, const PassContext& ctx) {
+  if (pass.needs_calibration(args) && !ctx.has_calibration())
+    throw UsageError(cat("pass '", spec.text, "' needs calibration images: give --data DATASET and --calib N"));
 }
 
-std::vector<nlohmann::json> apply_passes(ViT& m, const std::vector<std::string>& texts) {
+nlohmann::json apply_pass(ViT& m, const std::string& text, const PassContext& ctx) {
+  const PassSpec spec = parse_pass_spec(text);
+  const Pass& pass = find_pass(spec.name);
+  const PassArgs args = validate_pass_args(pass, spec);
+  check_calibration(pass, spec, args, ctx);
+  return run_pass(m, pass, spec, args, ctx);
+}
+
+std::vector<nlohmann::json> apply_passes(ViT& m, const std::vector<std::string>& texts, const PassContext& ctx) {
   std::vector<PassSpec> specs;
   std::vector<PassArgs> args;
   for (auto& t : texts) {
     specs.push_back(parse_pass_spec(t));
     args.push_back(validate_pass_args(find_pass(specs.back().name), specs.back()));
+    check_calibration(find_pass(specs.back().name), specs.back(), args.back(), ctx);
   }
   std::vector<nlohmann::json> records;
-  for (size_t i = 0; i < specs.size(); ++i) records.push_back(run_pass(m, find_pass(specs[i].name), specs[i], args[i]));
+  for (size_t i = 0; i < specs.size(); ++i)
+    records.push_back(run_pass(m, find_pass(specs[i].name), specs[i], args[i], ctx));
   return records;
 }
 
-void restore_compression(ViT& m, const nlohmann::json& log, const std::string& where) {
-  check(log.is_array(), where, ": metadata ", kCompressionKey, " is not a JSON list");
-  for (size_t i = 0; i < log.size(); ++i) {
-    const nlohmann::json& rec = log[i];
-    check(rec.is_object() && rec.contains("pass") && rec["pass"].is_string(), where, ": ", kCompressionKey, " record ",
-          i, " has no \"pass\" name");
-    const std::string name = rec["pass"].get<std::string>();
-    const Pass* pass = nullptr;
-    for (const Pass* p : registered_passes())
-      if (p->name() == name) pass = p;
-    check(pass != nullptr, where, ": ", kCompressionKey, " record ", i, " is from pass '", name,
-          "', which this vitkit does not know (passes: ", pass_names(), ")");
-    try {
-      pass->restore(m, rec);
-    } catch (const nlohmann::json::exception& e) {
-      fail(where, ": ", kCompressionKey, " record ", i, " (", name, "): ", e.what());
-    } catch (const Error& e) {
-      fail(where, ": ", kCompressionKey, " record ", i, " (", name, "): ", e.what());
-    }
+bool passes_need_calibration(const std::vector<std::string>& texts) {
+  bool need = false;
+  for (auto& t : texts) {
+    const PassSpec spec = parse_pass_spec(t);
+    const Pass& pass = find_pass(spec.name);
+    need = need || pass.needs_calibration(validate_pass_args(pass, spec));
   }
-  m.extra_metadata[kCompressionKey] = log;
-}
-
-void restore_compression_metadata(ViT& m, const std::map<std::string, std::string>& md, const std::string& where) {
-  auto it = md.find(kCompressionKey);
-  if (it == md.end()) return;
-  nlohmann::json log;
-  try {
-    log = nlohmann::json::parse(it->second);
-  } catch (const nlohmann::json::exception& e) {
-    fail(where, ": metadata ", kCompressionKey, " is not valid JSON: ", e.what());
-  }
-  restore_compression(m, log, where);
+  return need;
 }
 
 std::string passes_help() {

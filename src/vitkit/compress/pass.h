@@ -2,12 +2,15 @@
 // int8 / fixed-point quantization, low-rank, pruning, distillation), written on
 // the command line as "name:key=value,key=value" and applied in order.
 //
-// Each pass returns a JSON record of what it did. The records form the model's
-// compression log, a JSON list kept in ViT::extra_metadata["vitkit.compression"]
-// and written by save_model as the file's `vitkit.compression` metadata;
-// load_model hands it back to restore_compression, which lets every pass rebuild
-// what plain weights cannot hold (a Linear's LinearRepr), so a compressed model
-// runs identically after a save/load round trip.
+// A pass changes layers' representations (repr/: a rounded, bf16, f16 layer
+// ...), which files store with their own tensors and metadata, so a loaded
+// model runs exactly as the one written. Each pass also returns a JSON record
+// of what it did; the records form the model's compression log (the file's
+// `vitkit.compression` metadata, io/model_io.h), its history.
+//
+// Passes get a context: calibration images (chosen balanced over classes,
+// their indices recorded in the log), a teacher model, the seed and whether to
+// show progress.
 //
 // Adding a pass: implement Pass in compress/NAME.{h,cpp}, and add its factory to
 // the list in pass.cpp (registered_passes).
@@ -20,11 +23,12 @@
 #include <utility>
 #include <vector>
 
+#include "vitkit/core/tensor.h"
+#include "vitkit/io/model_io.h"
 #include "vitkit/model/vit.h"
 
 namespace vitkit {
 
-inline constexpr const char* kCompressionKey = "vitkit.compression";
 
 // One key a pass accepts.
 struct PassKey {
@@ -63,18 +67,35 @@ class PassArgs {
   std::set<std::string> given_;
 };
 
+// What a pass may use besides the model and its arguments.
+struct PassContext {
+  // Calibration images (N, C, S, S), preprocessed for the model; undefined when none.
+  Tensor calib;
+  std::vector<int> calib_labels;
+  std::vector<int64_t> calib_indices;  // their indices in calib_source
+  std::string calib_source;            // the dataset and split, described
+  const ViT* teacher = nullptr;        // a reference model, when given
+  uint64_t seed = 0;
+  bool progress = true;
+  bool has_calibration() const { return calib.defined() && calib.dim(0) > 0; }
+};
+
+// Fills ctx's calibration set: the first n images of `split` of dataset
+// `data` in a class-balanced order (io/dataset.h balanced_indices),
+// preprocessed for m, with their labels and indices.
+void load_calibration(PassContext& ctx, const ViT& m, const std::string& data, const std::string& split, int64_t n);
+
 class Pass {
  public:
   virtual ~Pass() = default;
   virtual std::string name() const = 0;
   virtual std::string summary() const = 0;  // one line for --help
   virtual std::vector<PassKey> keys() const = 0;
-  // Transforms m in place. The record says what was done and holds everything
-  // restore needs; the framework adds "pass", "spec" and "args" to it.
-  virtual nlohmann::json apply(ViT& m, const PassArgs& args) const = 0;
-  // After loading a model whose weights this pass already changed: rebuilds the
-  // runtime state (LinearRepr) from the record. Throws Error on a bad record.
-  virtual void restore(ViT& m, const nlohmann::json& record) const;
+  // Whether the pass needs calibration images for these arguments.
+  virtual bool needs_calibration(const PassArgs&) const { return false; }
+  // Transforms m in place. The record says what was done; the framework adds
+  // "pass", "spec", "args" and the calibration set used to it.
+  virtual nlohmann::json apply(ViT& m, const PassArgs& args, const PassContext& ctx) const = 0;
 };
 
 // "round:decimals=3,activations=true" -> name and (key, value) pairs. Throws
@@ -96,17 +117,12 @@ PassArgs validate_pass_args(const Pass& pass, const PassSpec& spec);
 
 // Parses, validates and applies one spec; appends its record to m's
 // compression log and returns it.
-nlohmann::json apply_pass(ViT& m, const std::string& spec);
-// All specs are parsed and validated before the first is applied.
-std::vector<nlohmann::json> apply_passes(ViT& m, const std::vector<std::string>& specs);
-
-// The records applied to m so far (a JSON list, empty when none).
-nlohmann::json compression_log(const ViT& m);
-// Rebuilds a loaded model's runtime state from its log (`where` names the file
-// in errors) and keeps the log on m. Used by load_model.
-void restore_compression(ViT& m, const nlohmann::json& log, const std::string& where);
-// The same from a file's metadata: does nothing without `vitkit.compression`.
-void restore_compression_metadata(ViT& m, const std::map<std::string, std::string>& metadata, const std::string& where);
+nlohmann::json apply_pass(ViT& m, const std::string& spec, const PassContext& ctx = {});
+// All specs are parsed and validated (and checked for the calibration they
+// need) before the first is applied.
+std::vector<nlohmann::json> apply_passes(ViT& m, const std::vector<std::string>& specs, const PassContext& ctx = {});
+// Whether any of the specs needs calibration images (they are validated too).
+bool passes_need_calibration(const std::vector<std::string>& specs);
 
 // The passes and their keys, for `vitkit compress --help`.
 std::string passes_help();

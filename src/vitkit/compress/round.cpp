@@ -1,28 +1,14 @@
 #include "vitkit/compress/round.h"
 
 #include <cmath>
-#include <cstring>
 #include <regex>
 
-#include "vitkit/model/cost.h"
 #include "vitkit/core/error.h"
 #include "vitkit/kernels/round.h"
+#include "vitkit/model/cost.h"
+#include "vitkit/repr/round.h"
 
 namespace vitkit {
-
-RoundActivationsRepr::RoundActivationsRepr(const float* W, int out, int in, int decimals)
-    : w_(Tensor::empty({out, in})), out_(out), in_(in), decimals_(decimals) {
-  kernels::pow10_exact(decimals);  // validates
-  std::memcpy(w_.f32(), W, sizeof(float) * size_t(out) * size_t(in));
-}
-
-void RoundActivationsRepr::forward(const float* X, float* Y, int64_t M, const float* bias, Activation act,
-                                   bool accumulate) const {
-  Tensor xr = Tensor::empty({M, in_});  // (M, in)
-  kernels::round_decimal(X, xr.f32(), M * in_, decimals_);
-  kernels::gemm(false, true, M, out_, in_, 1.f, xr.f32(), in_, w_.f32(), in_, accumulate ? 1.f : 0.f, Y, out_, bias,
-                act);
-}
 
 std::vector<Linear*> round_targets(ViT& m, const std::string& layers) {
   std::regex re;
@@ -43,7 +29,7 @@ std::vector<Linear*> round_targets(ViT& m, const std::string& layers) {
 
 MacShare mac_share(const ViT& m, const std::vector<std::string>& names) {
   MacShare s;
-  const std::vector<LayerCost> costs = layer_costs(m.cfg);
+  const std::vector<LayerCost> costs = layer_costs(m);
   for (const LayerCost& c : costs) s.total += c.macs;
   for (const std::string& n : names) {
     const Linear* l = nullptr;
@@ -56,46 +42,49 @@ MacShare mac_share(const ViT& m, const std::vector<std::string>& names) {
   return s;
 }
 
-Linear* find_linear(ViT& m, const std::string& name) {
-  for (Linear* l : m.linears())
-    if (l->name == name) return l;
-  return nullptr;
-}
-
-// Rounds n values in place; returns how many changed and how many became zero.
-static std::pair<int64_t, int64_t> round_in_place(float* v, int64_t n, int d) {
+// Counts of rounding n values: how many changed and how many became zero.
+static std::pair<int64_t, int64_t> count_rounding(const float* before, const float* after, int64_t n) {
   int64_t changed = 0, zeros = 0;
   for (int64_t i = 0; i < n; ++i) {
-    const float r = kernels::round_decimal(v[i], d);
-    changed += r != v[i] || std::signbit(r) != std::signbit(v[i]);
-    zeros += r == 0.f;
-    v[i] = r;
+    changed += after[i] != before[i] || std::signbit(after[i]) != std::signbit(before[i]);
+    zeros += after[i] == 0.f;
   }
   return {changed, zeros};
+}
+
+// The layer's weight when round may take it: dense f32, or already rounded
+// without its inputs (rounding again composes). Refused otherwise.
+static const float* roundable_weight(const Linear& l, std::vector<float>& scratch) {
+  const auto* r = dynamic_cast<const RoundLinear*>(l.repr.get());
+  if (l.repr->kind() != "f32" && !(r && !r->inputs()))
+    fail("round: ", l.describe(), " already has a '", l.repr->kind(), "' representation (", l.repr->describe(),
+         "); apply round before the pass that made it");
+  return l.repr->plain_weight(scratch);
 }
 
 nlohmann::json round_model(ViT& m, const RoundOptions& o) {
   if (o.decimals < 0 || o.decimals > kernels::kMaxDecimals)
     throw UsageError(cat("round: decimals=", o.decimals, " is outside 0..", kernels::kMaxDecimals));
   const std::vector<Linear*> targets = round_targets(m, o.layers);
+  std::vector<float> scratch;
+  for (const Linear* l : targets) roundable_weight(*l, scratch);  // every layer checked before any changes
   int64_t weights = 0, changed = 0, zeros = 0, biases = 0;
   nlohmann::json names = nlohmann::json::array();
   std::vector<std::string> name_list;
-  for (const Linear* l : targets)
-    if (l->repr)
-      fail("round: layer ", l->name, " already has a '", l->repr->kind(),
-           "' representation; apply round before the pass that made it");
   for (Linear* l : targets) {
     const int64_t n = int64_t(l->out) * l->in;
-    auto [c, z] = round_in_place(m.W(*l), n, o.decimals);
+    Tensor bias = l->repr->bias_tensor();
+    if (o.biases && bias.defined()) {
+      kernels::round_decimal(bias.f32(), bias.f32(), l->out, o.decimals);
+      biases += l->out;
+    }
+    const float* w = roundable_weight(*l, scratch);
+    auto r = std::make_unique<RoundLinear>(w, l->in, l->out, bias, o.decimals, o.activations);
+    auto [c, z] = count_rounding(w, r->weight(), n);
     weights += n;
     changed += c;
     zeros += z;
-    if (o.biases && l->b >= 0) {
-      round_in_place(m.B(*l), l->out, o.decimals);
-      biases += l->out;
-    }
-    if (o.activations) l->repr = std::make_shared<RoundActivationsRepr>(m.W(*l), l->out, l->in, o.decimals);
+    m.set_repr(*l, std::move(r));
     names.push_back(l->name);
     name_list.push_back(l->name);
   }
@@ -113,18 +102,6 @@ nlohmann::json round_model(ViT& m, const RoundOptions& o) {
           {"macs_fraction", macs.fraction()}};
 }
 
-void restore_round(ViT& m, const nlohmann::json& rec) {
-  const int d = rec.at("decimals").get<int>();
-  check(d >= 0 && d <= kernels::kMaxDecimals, "decimals ", d, " is outside 0..", kernels::kMaxDecimals);
-  if (!rec.at("activations").get<bool>()) return;  // the rounded weights are in the file
-  for (const auto& n : rec.at("layers")) {
-    const std::string name = n.get<std::string>();
-    Linear* l = find_linear(m, name);
-    check(l != nullptr, "no layer named '", name, "' in the model");
-    l->repr = std::make_shared<RoundActivationsRepr>(m.W(*l), l->out, l->in, d);
-  }
-}
-
 namespace {
 
 class RoundPass : public Pass {
@@ -132,7 +109,7 @@ class RoundPass : public Pass {
   std::string name() const override { return "round"; }
   std::string summary() const override {
     return "round weights (and optionally input activations) of every block's qkv, out_proj, fc1, fc2 to d "
-           "decimals, halves away from zero";
+           "decimals, halves away from zero (stored as integer codes)";
   }
   std::vector<PassKey> keys() const override {
     using T = PassKey::Type;
@@ -143,7 +120,7 @@ class RoundPass : public Pass {
         PassKey("biases", T::Bool, "false", "also round the biases"),
     };
   }
-  nlohmann::json apply(ViT& m, const PassArgs& a) const override {
+  nlohmann::json apply(ViT& m, const PassArgs& a, const PassContext&) const override {
     RoundOptions o;
     o.decimals = int(a.integer("decimals"));
     o.activations = a.boolean("activations");
@@ -151,7 +128,6 @@ class RoundPass : public Pass {
     if (a.given("layers")) o.layers = a.text("layers");
     return round_model(m, o);
   }
-  void restore(ViT& m, const nlohmann::json& rec) const override { restore_round(m, rec); }
 };
 
 }  // namespace

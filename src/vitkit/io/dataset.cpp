@@ -107,4 +107,22 @@ std::unique_ptr<Dataset> open_dataset(const std::string& spec, const std::string
   return open_folder(spec, split, name.empty() ? spec : name);
 }
 
+std::vector<int64_t> balanced_indices(const Dataset& ds, int64_t n) {
+  const int64_t N = ds.size();
+  if (n <= 0 || n > N) n = N;
+  std::vector<std::vector<int64_t>> by_class(size_t(std::max(1, ds.classes())));
+  for (int64_t i = 0; i < N; ++i) {
+    const int c = ds.label(i);
+    check(c >= 0 && c < int(by_class.size()), ds.describe(), ": image ", i, " has label ", c, " outside 0..",
+          by_class.size() - 1);
+    by_class[size_t(c)].push_back(i);
+  }
+  std::vector<int64_t> out;
+  out.reserve(size_t(n));
+  for (size_t round = 0; int64_t(out.size()) < n; ++round)
+    for (auto& c : by_class)
+      if (round < c.size() && int64_t(out.size()) < n) out.push_back(c[round]);
+  return out;
+}
+
 }  // namespace vitkit

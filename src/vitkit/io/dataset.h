@@ -33,6 +33,12 @@ std::unique_ptr<Dataset> open_dataset(const std::string& spec, const std::string
 // Where the named datasets are searched, in order (existing or not).
 std::vector<std::string> dataset_search_dirs(const std::string& name);
 
+// The first n images of a class-interleaved order (class 0's first image,
+// class 1's first, ..., then each class's second, ...; classes that run out
+// drop out), in dataset order within a class: deterministic, and balanced
+// over classes as far as they allow. n <= 0 or n >= size: every image.
+std::vector<int64_t> balanced_indices(const Dataset& ds, int64_t n);
+
 // Throws if i is outside [0, size) (used by the readers; `what` names the dataset).
 void check_index(int64_t i, int64_t size, const std::string& what);
 

@@ -3,13 +3,15 @@
 #include <cmath>
 #include <set>
 
-#include "vitkit/compress/pass.h"
 #include "vitkit/core/error.h"
 #include "vitkit/core/file.h"
 #include "vitkit/core/rng.h"
 #include "vitkit/io/importer.h"
 #include "vitkit/io/safetensors.h"
 #include "vitkit/model/init.h"
+#include "vitkit/repr/f32.h"
+#include "vitkit/repr/f32_packed.h"
+#include "vitkit/repr/registry.h"
 
 namespace vitkit {
 
@@ -111,12 +113,20 @@ static std::string name_list(const std::vector<std::string>& names) {
   return list;
 }
 
-void load_weights(ViT& m, const TensorSource& src, bool strict) {
+// Warns about NaN or Inf values of an f32 tensor, naming it.
+static void warn_non_finite(const std::string& where, const std::string& name, const float* v, int64_t n) {
+  int64_t bad = 0;
+  for (int64_t k = 0; k < n; ++k) bad += !std::isfinite(v[k]);
+  if (bad) warn(cat(where, ": tensor '", name, "' has ", bad, " NaN or Inf values"));
+}
+
+void load_weights(ViT& m, const TensorSource& src, bool strict, const std::set<std::string>& loaded,
+                  std::vector<std::string> missing) {
   const std::vector<SourceTensor> all = src.list();
-  std::vector<std::string> missing;
-  std::set<std::string> used;
+  std::set<std::string> used = loaded;
   for (int i = 0; i < m.params.size(); ++i) {
     const ParamInfo& p = m.params.info(i);
+    if (loaded.count(p.name)) continue;
     const SourceTensor* t = src.find_in(all, p.name);
     if (!t) {
       missing.push_back(p.name);
@@ -131,9 +141,7 @@ void load_weights(ViT& m, const TensorSource& src, bool strict) {
            shape_str(p.shape));
     float* dst = m.params.ptr(i);
     src.read_f32(p.name, dst);
-    int64_t bad = 0;
-    for (int64_t k = 0; k < p.numel; ++k) bad += !std::isfinite(dst[k]);
-    if (bad) warn(cat(src.path(), ": tensor '", p.name, "' has ", bad, " NaN or Inf values"));
+    warn_non_finite(src.path(), p.name, dst, p.numel);
   }
   if (!missing.empty()) fail(src.path(), ": missing tensors for the model config: ", name_list(missing));
   std::vector<std::string> unused;
@@ -143,6 +151,136 @@ void load_weights(ViT& m, const TensorSource& src, bool strict) {
     if (strict) fail(src.path(), ": unused tensors (--strict): ", name_list(unused));
     warn(cat(src.path(), ": ignoring ", unused.size(), " unused tensor(s): ", name_list(unused)));
   }
+}
+
+// ---- the compression log and the layers' representations ------------------
+
+nlohmann::json compression_log(const ViT& m) {
+  auto it = m.extra_metadata.find(kCompressionKey);
+  if (it == m.extra_metadata.end() || !it->is_array()) return nlohmann::json::array();
+  return *it;
+}
+
+void append_compression_log(ViT& m, const nlohmann::json& record) {
+  nlohmann::json log = compression_log(m);
+  log.push_back(record);
+  m.extra_metadata[kCompressionKey] = log;
+}
+
+// A metadata value parsed as JSON; Error naming the file and key otherwise.
+static nlohmann::json metadata_json(const std::map<std::string, std::string>& md, const char* key,
+                                    const std::string& path) {
+  try {
+    return nlohmann::json::parse(md.at(key));
+  } catch (const nlohmann::json::exception& e) {
+    fail(path, ": metadata ", key, " is not valid JSON: ", e.what());
+  }
+}
+
+// The compression log of a file: a list of records, each with a pass name.
+static nlohmann::json read_log(const std::map<std::string, std::string>& md, const std::string& path) {
+  if (!md.count(kCompressionKey)) return nlohmann::json::array();
+  nlohmann::json log = metadata_json(md, kCompressionKey, path);
+  check(log.is_array(), path, ": metadata ", kCompressionKey, " is not a JSON list");
+  for (size_t i = 0; i < log.size(); ++i)
+    check(log[i].is_object() && log[i].contains("pass") && log[i]["pass"].is_string(), path, ": ", kCompressionKey,
+          " record ", i, " has no \"pass\" name");
+  return log;
+}
+
+// Files written before vitkit.layers existed kept a layer's representation
+// only in the log: the round pass's records (the only pass then) say which
+// layers were rounded and whether their inputs were. Their weights are the
+// f32 grid values.
+static nlohmann::json layers_from_legacy_log(const nlohmann::json& log, const std::string& path) {
+  nlohmann::json layers = nlohmann::json::object();
+  for (size_t i = 0; i < log.size(); ++i) {
+    const nlohmann::json& rec = log[i];
+    const std::string name = rec["pass"].get<std::string>();
+    const std::string where = cat(path, ": ", kCompressionKey, " record ", i, " (", name, ")");
+    check(name == "round", path, ": ", kCompressionKey, " record ", i, " is from pass '", name,
+          "', which this vitkit does not know without vitkit.layers metadata (passes then: round)");
+    try {
+      const int d = rec.at("decimals").get<int>();
+      const bool inputs = rec.at("activations").get<bool>();
+      for (const auto& n : rec.at("layers")) layers[n.get<std::string>()] = {{"repr", "round"}, {"decimals", d},
+                                                                              {"inputs", inputs}};
+    } catch (const nlohmann::json::exception& e) {
+      fail(where, ": ", e.what());
+    }
+  }
+  return layers;
+}
+
+// The layers' representations of a file: vitkit.layers, or for an older file
+// its compression log. Every named layer must exist in cfg's model.
+static nlohmann::json read_layers(const std::map<std::string, std::string>& md, const nlohmann::json& log,
+                                  const std::string& path) {
+  nlohmann::json layers = nlohmann::json::object();
+  if (md.count(kLayersKey)) {
+    layers = metadata_json(md, kLayersKey, path);
+    check(layers.is_object(), path, ": metadata ", kLayersKey, " is not a JSON object");
+    for (auto& [name, v] : layers.items())
+      check(v.is_object() && v.contains("repr") && v["repr"].is_string(), path, ": metadata ", kLayersKey,
+            " entry '", name, "' has no \"repr\" name");
+  } else if (!log.empty()) {
+    layers = layers_from_legacy_log(log, path);
+  }
+  return layers;
+}
+
+namespace {
+// A layer's tensor that the file does not have (collected, then reported together).
+struct MissingTensor {};
+}  // namespace
+
+// The representation maker of load_model for a vitkit file: each layer's
+// representation read from the file by the registry, the tensors it reads
+// noted; a layer with missing tensors gets a zero f32 stand-in and the names
+// go to `missing`, so that one error lists them all.
+static ReprMaker file_repr_maker(const SafetensorsReader& r, const nlohmann::json& layers,
+                                 std::set<std::string>& read, std::vector<std::string>& missing) {
+  return [&r, &layers, &read, &missing](const Linear& l) -> std::unique_ptr<LinearRepr> {
+    ReprFile f;
+    f.where = cat(r.path(), ": layer ", l.name);
+    f.path = r.path();
+    f.name = [&l](const std::string& role) { return l.tensor_name(role); };
+    f.in = l.in;
+    f.out = l.out;
+    f.weight_shape = l.weight_shape;
+    f.bias = l.has_bias;
+    std::string kind = "f32";
+    if (layers.contains(l.name)) {
+      f.meta = layers[l.name];
+      kind = f.meta["repr"].get<std::string>();
+    }
+    f.read = [&r, &read, &missing, &l](const std::string& role) {
+      const std::string name = l.tensor_name(role);
+      const StTensor* t = r.find(name);
+      if (!t) {
+        missing.push_back(name);
+        throw MissingTensor{};
+      }
+      read.insert(name);
+      return r.read(*t);
+    };
+    // A dense layer's tensors are all known: each missing one is listed.
+    const size_t before = missing.size();
+    if (kind == "f32")
+      for (const std::string& role : {std::string("weight"), std::string("bias")})
+        if ((role == "weight" || l.has_bias) && !r.find(l.tensor_name(role))) missing.push_back(l.tensor_name(role));
+    std::unique_ptr<LinearRepr> repr;
+    if (missing.size() == before) {
+      try {
+        repr = load_repr(kind, f);
+      } catch (const MissingTensor&) {
+      }
+    }
+    if (!repr) return std::make_unique<F32Linear>(l.in, l.out, l.weight_shape, l.has_bias);
+    for (const ReprTensor& t : repr->tensors())
+      if (t.t.dtype() == DType::F32) warn_non_finite(r.path(), l.tensor_name(t.role), t.t.f32(), t.t.numel());
+    return repr;
+  };
 }
 
 std::unique_ptr<ViT> load_model(const std::string& spec, const LoadOptions& opt) {
@@ -161,41 +299,86 @@ std::unique_ptr<ViT> load_model(const std::string& spec, const LoadOptions& opt)
     return m;
   }
   SafetensorsReader r(spec);
-  auto m = std::make_unique<ViT>(resolve_config(&r, spec, opt));
-  load_weights(*m, r, opt.strict);
+  const ViTConfig cfg = resolve_config(&r, spec, opt);
+  const nlohmann::json log = read_log(r.metadata(), spec);
+  const nlohmann::json layers = read_layers(r.metadata(), log, spec);
+  std::set<std::string> read;
+  std::vector<std::string> missing;
+  auto m = std::make_unique<ViT>(cfg, file_repr_maker(r, layers, read, missing));
+  for (auto& [name, v] : layers.items())
+    check(m->find_linear(name) != nullptr, spec, ": metadata ", kLayersKey, " names layer '", name,
+          "', which the model does not have");
+  for (const std::string& n : missing) read.insert(n);  // reported with the others' by load_weights
+  load_weights(*m, r, opt.strict, read, missing);
   for (auto& [k, v] : r.metadata())
     if (k.rfind("vitkit.", 0) != 0) m->extra_metadata[k] = v;
-  restore_compression_metadata(*m, r.metadata(), spec);  // vitkit.compression: rebuild LinearReprs
+  if (!log.empty()) m->extra_metadata[kCompressionKey] = log;
   return m;
 }
 
-void save_model(const ViT& m, const std::string& path, DType dtype) {
+nlohmann::json layers_metadata(const ViT& m) {
+  nlohmann::json layers = nlohmann::json::object();
+  for (const Linear* l : m.linears()) {
+    const std::string kind = stored_kind(*l->repr);
+    if (kind == "f32") continue;
+    nlohmann::json e = l->repr->meta();
+    e["repr"] = kind;
+    layers[l->name] = e;
+  }
+  return layers;
+}
+
+FileContents model_file_contents(const ViT& m, bool checkpoint, DType dtype) {
   check(dtype == DType::F32 || dtype == DType::F16 || dtype == DType::BF16, "save_model: dtype ", dtype_name(dtype),
         " is not a float type");
-  check(!m.packed_for_inference(), "save_model: ", path,
-        ": the model's weights are packed for inference (oneDNN's layout); save the model as loaded");
-  std::vector<StEntry> entries;
-  std::vector<Tensor> converted;
-  for (const ParamInfo& p : m.params.entries()) {
-    const float* src = m.params.data() + p.offset;
-    if (dtype == DType::F32) {
-      entries.push_back({p.name, DType::F32, p.shape, src});
+  FileContents fc;
+  // f32 tensors in `dtype` (a smaller file that loads back as f32).
+  auto add = [&](const std::string& name, const Tensor& t) {
+    fc.tensors.emplace_back(name, dtype != DType::F32 && t.dtype() == DType::F32 ? t.to(dtype) : t);
+  };
+  // A layer's tensors, the weight in its file shape (conv_proj's (D, C, p, p)).
+  auto add_layer = [&](const Linear& l) {
+    for (const ReprTensor& t : checkpoint ? l.repr->tensors() : l.repr->stored()) {
+      if (!checkpoint && !t.in_model_file) continue;
+      const bool reshape = t.role == "weight" && t.t.numel() == shape_numel(l.weight_shape);
+      add(l.tensor_name(t.role), reshape ? t.t.reshape(l.weight_shape) : t.t);
+    }
+  };
+  // torchvision's order, which the parameter table follows: the other
+  // parameters in place, each layer where its first parameter is (a layer
+  // without any, such as a bias-free bf16 qkv, just before the next layer).
+  std::map<std::string, size_t> layer_of;
+  const std::vector<const Linear*> lin = m.linears();
+  for (size_t i = 0; i < lin.size(); ++i)
+    for (const ReprTensor& t : lin[i]->repr->tensors())
+      if (t.param) layer_of[lin[i]->tensor_name(t.role)] = i;
+  size_t next = 0;  // the first layer not written yet
+  for (int i = 0; i < m.params.size(); ++i) {
+    auto it = layer_of.find(m.params.info(i).name);
+    if (it == layer_of.end()) {
+      add(m.params.info(i).name, m.params.tensor(i));
     } else {
-      Tensor t = Tensor::empty(p.shape, dtype);
-      convert_from_f32(dtype, src, t.raw(), p.numel);
-      converted.push_back(t);
-      entries.push_back({p.name, dtype, p.shape, converted.back().raw()});
+      for (; next <= it->second; ++next) add_layer(*lin[next]);
     }
   }
-  std::map<std::string, std::string> md;
+  for (; next < lin.size(); ++next) add_layer(*lin[next]);
+  std::map<std::string, std::string>& md = fc.metadata;
   for (auto& [k, v] : m.extra_metadata.items()) md[k] = v.is_string() ? v.get<std::string>() : v.dump();
   if (auto log = compression_log(m); !log.empty()) md[kCompressionKey] = log.dump();
+  if (const nlohmann::json layers = layers_metadata(m); !layers.empty()) md[kLayersKey] = layers.dump();
   nlohmann::json cj = config_to_json(m.cfg);
   md["vitkit.preprocess"] = cj["preprocess"].dump();
   cj.erase("preprocess");
   md["vitkit.config"] = cj.dump();
   md["vitkit.version"] = VITKIT_VERSION;
-  write_safetensors(path, entries, md);
+  return fc;
+}
+
+void save_model(const ViT& m, const std::string& path, DType dtype) {
+  const FileContents fc = model_file_contents(m, false, dtype);
+  std::vector<StEntry> entries;
+  for (auto& [name, t] : fc.tensors) entries.push_back({name, t.dtype(), t.shape(), t.raw()});
+  write_safetensors(path, entries, fc.metadata);
 }
 
 }  // namespace vitkit

@@ -1,7 +1,10 @@
 // Loading and saving models: vitkit safetensors files (config in the metadata),
 // torchvision-named files with the architecture given, and presets.
 #pragma once
+#include <map>
 #include <memory>
+#include <set>
+#include <utility>
 #include <string>
 #include <vector>
 
@@ -27,14 +30,44 @@ ViTConfig load_config(const std::string& spec, const LoadOptions& opt = {});
 // True when spec names a preset rather than a file.
 bool is_preset_spec(const std::string& spec);
 
-// Writes the model as safetensors with torchvision names and vitkit metadata.
-// dtype: F32, F16 or BF16 for the float parameters.
+// Metadata keys of vitkit files besides vitkit.config / vitkit.preprocess /
+// vitkit.version: the per-layer representations ({"LAYER": {"repr": KIND,
+// ...its meta}}, for layers that are not dense f32) and the compression log
+// (the passes that made the model, a JSON list of their records).
+inline constexpr const char* kLayersKey = "vitkit.layers";
+inline constexpr const char* kCompressionKey = "vitkit.compression";
+
+// Writes the model as safetensors with torchvision names and vitkit metadata:
+// each layer's representation's stored tensors (typed: BF16, F16, I8, ...),
+// the other parameters in f32. dtype F16 or BF16 stores the f32 tensors in that
+// type instead (a smaller file that loads back as f32; `import --dtype`).
 void save_model(const ViT& m, const std::string& path, DType dtype = DType::F32);
+
+// What save_model writes (tensors in file order, metadata); with checkpoint,
+// the training-only tensors too (latent weights), for a trainer's checkpoint
+// to which it adds its optimizer and train state.
+struct FileContents {
+  std::vector<std::pair<std::string, Tensor>> tensors;
+  std::map<std::string, std::string> metadata;
+};
+FileContents model_file_contents(const ViT& m, bool checkpoint, DType dtype = DType::F32);
+
+// m's vitkit.layers metadata: {"LAYER": {"repr": KIND, ...}} for every layer
+// that is not dense f32 (a packed layer is stored as f32).
+nlohmann::json layers_metadata(const ViT& m);
+
+// The compression log of m (a JSON list, empty when none).
+nlohmann::json compression_log(const ViT& m);
+// Appends a pass's record to m's compression log.
+void append_compression_log(ViT& m, const nlohmann::json& record);
 
 // Fills the parameters from a file's torchvision-named float tensors (any float
 // dtype), checking names and shapes; missing tensors are errors, unused ones
-// warnings (errors when strict). Warns on NaN/Inf, naming the tensor.
+// warnings (errors when strict). Warns on NaN/Inf, naming the tensor. Tensors
+// named in `loaded` were read already (by the layers' representations);
+// `missing` are names found missing already, reported with the others.
 class TensorSource;
-void load_weights(ViT& m, const TensorSource& src, bool strict);
+void load_weights(ViT& m, const TensorSource& src, bool strict, const std::set<std::string>& loaded = {},
+                  std::vector<std::string> missing = {});
 
 }  // namespace vitkit

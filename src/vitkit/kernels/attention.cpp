@@ -189,9 +189,10 @@ Scratch& scratch() {
 
 }  // namespace
 
-void attention_forward(const float* qkv, float* out, float* lse, int64_t B, int64_t T, int64_t D, int64_t H,
+void attention_forward(const float* qkv, float* out, float* lse, int64_t B, int64_t T, int64_t H, int64_t d,
                        int64_t q_rows) {
-  const int64_t d = D / H, ld = 3 * D, dp = pad(d, VW), Tp = pad(T, VW);
+  check(H > 0 && d > 0, "attention_forward: heads ", H, ", head_dim ", d);
+  const int64_t D = H * d, ld = 3 * D, dp = pad(d, VW), Tp = pad(T, VW);
   const int64_t Tq = q_rows < 0 ? T : q_rows;
   check(Tq >= 1 && Tq <= T, "attention_forward: q_rows ", q_rows, " outside 1..", T);
   const float scale = 1.0f / std::sqrt(static_cast<float>(d));
@@ -275,8 +276,9 @@ void attention_forward(const float* qkv, float* out, float* lse, int64_t B, int6
 }
 
 void attention_backward(const float* dout, const float* qkv, const float* out, const float* lse, float* dqkv,
-                        int64_t B, int64_t T, int64_t D, int64_t H) {
-  const int64_t d = D / H, ld = 3 * D, dp = pad(d, VW), Tp = pad(T, VW);
+                        int64_t B, int64_t T, int64_t H, int64_t d) {
+  check(H > 0 && d > 0, "attention_backward: heads ", H, ", head_dim ", d);
+  const int64_t D = H * d, ld = 3 * D, dp = pad(d, VW), Tp = pad(T, VW);
   const float scale = 1.0f / std::sqrt(static_cast<float>(d));
   const int64_t items = B * H;
   int nt = static_cast<int>(std::min<int64_t>(num_threads(), items));
@@ -337,8 +339,8 @@ void attention_backward(const float* dout, const float* qkv, const float* out, c
   }
 }
 
-void attention_forward_reference(const float* qkv, float* out, int64_t B, int64_t T, int64_t D, int64_t H) {
-  const int64_t d = D / H, ld = 3 * D;
+void attention_forward_reference(const float* qkv, float* out, int64_t B, int64_t T, int64_t H, int64_t d) {
+  const int64_t D = H * d, ld = 3 * D;
   const float scale = 1.0f / std::sqrt(static_cast<float>(d));
   std::vector<float> s(static_cast<size_t>(T * T));
   for (int64_t b = 0; b < B; ++b)

@@ -305,6 +305,19 @@ void unpack_weight(const PackedWeight& W, const float* in_place_data, float* out
   s.wait();
 }
 
+void unpack_weight_bf16(const PackedWeight& W, uint16_t* out) {
+  check(W.type == dt::bf16 && W.own, "unpack_weight_bf16: the weight is not packed bf16");
+  Context& c = ctx();
+  std::lock_guard<std::mutex> lock(c.mu);
+  dnnl::memory src(W.desc, c.engine, W.own.get()),
+      dst({{W.K, W.N}, dt::bf16, dnnl::memory::dims{1, W.K}}, c.engine, out);
+  dnnl::stream s(c.engine);
+  dnnl::reorder(src, dst).execute(s, src, dst);
+  s.wait();
+}
+
+size_t packed_bytes(const PackedWeight& W) { return W.desc.get_size(); }
+
 void linear_packed(const float* X, const PackedWeight& W, const float* in_place_data, const float* bias, float* Y,
                    int64_t M, Activation act, bool accumulate) {
   check(W.type == dt::f32, "linear_packed: the weight is not packed f32");

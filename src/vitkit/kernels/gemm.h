@@ -56,6 +56,12 @@ bool packed_in_place(const PackedWeight& w);
 // exact). in_place_data as for linear_packed.
 void unpack_weight(const PackedWeight& W, const float* in_place_data, float* out);
 
+// out (N, K) = the bf16 weight back from a pack_weight_bf16 result (exact).
+void unpack_weight_bf16(const PackedWeight& W, uint16_t* out);
+
+// Bytes of the packed layout (what a packed weight holds in memory).
+size_t packed_bytes(const PackedWeight& W);
+
 // Y[M,N] = act(X[M,K] W^T + bias (+ Y when accumulate)) with a packed W.
 //   in_place_data: where the packed bytes are when packed_in_place(W) (the W
 //   given to pack_weight, or a copy of its bytes); ignored otherwise.

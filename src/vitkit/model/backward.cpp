@@ -13,8 +13,9 @@
 namespace vitkit {
 
 void BackWork::plan(const ViTConfig& c, int64_t B) {
-  const int64_t T = c.tokens(), D = c.dim, M = c.mlp_dim, P = c.patches();
-  const int64_t sizes[9] = {B * T * D,     B * T * D, B * T * D, B * T * D, 3 * B * T * D,
+  // Sized for the largest block (per-block heads x head_dim A and MLP width M).
+  const int64_t T = c.tokens(), D = c.dim, M = c.max_mlp_dim(), P = c.patches(), A = c.max_attn_dim();
+  const int64_t sizes[9] = {B * T * D,     B * T * D, B * T * D, B * T * A, 3 * B * T * A,
                             B * T * M, B * P * D, B * D,     c.dropout > 0 ? B * T * D : 0};
   int64_t off = 0;
   for (int i = 0; i < 9; ++i) {
@@ -31,7 +32,12 @@ struct Ctx {
   Acts& a;
   float* g;  // gradient buffer
   BackWork& w;
-  float* G(int idx) const { return idx >= 0 ? g + m.params.info(idx).offset : nullptr; }
+  // The gradient of parameter idx, null when there is none (absent or frozen).
+  float* G(int idx) const {
+    if (idx < 0) return nullptr;
+    const int64_t off = m.params.info(idx).offset;
+    return off >= 0 ? g + off : nullptr;
+  }
   const float* P(int idx) const { return m.params.ptr(idx); }
 };
 
@@ -42,12 +48,16 @@ void ln_backward(const float* dout, const float* x, const float* mean, const flo
   kernels::layernorm_backward(dout, x, mean, rstd, w, dx, dw, db, N, D, accumulate);
 }
 
-// Linear backward through layer l: dY (rows, out), X (rows, in) -> dX (rows, in)
-// (overwritten, or added to when accumulate; skipped when null), dW, db accumulated.
+// Linear backward through layer l's representation: dY (rows, out), X (rows,
+// in) -> dX (rows, in) (overwritten, or added to when accumulate; skipped when
+// null); the gradients of its trainable tensors accumulated.
 void linear_back(const Ctx& c, const Linear& l, const float* dY, const float* X, float* dX, int64_t rows,
                  bool accumulate = false) {
   VK_PROF("bwd.linear");
-  linear_backward(dY, X, c.m.W(l), dX, c.G(l.w), c.G(l.b), rows, l.in, l.out, accumulate);
+  float* grads[8] = {};
+  check(l.trainable_params.size() <= 8, l.describe(), ": more than 8 trainable tensors");
+  for (size_t i = 0; i < l.trainable_params.size(); ++i) grads[i] = c.G(l.trainable_params[i]);
+  l.repr->backward(dY, X, dX, rows, accumulate, grads);
 }
 
 // The gradient d (n) through a dropout mask (into work.ddrop()), or d itself
@@ -64,7 +74,7 @@ const float* through_mask(const Ctx& c, const float* d, const uint8_t* mask, int
 // dX_in (B,T,D) gets fc1's input gradient (overwritten or accumulated).
 void mlp_back(const Ctx& c, int l, const float* d, const float* in, float* din, bool accumulate) {
   const Block& blk = c.m.blocks[l];
-  const int64_t BT = c.a.batch() * c.m.cfg.tokens(), M = c.m.cfg.mlp_dim;
+  const int64_t BT = c.a.batch() * c.m.cfg.tokens(), M = blk.shape.mlp_dim;
   float* dfc = c.w.dfc();
   const float* dy = through_mask(c, d, c.a.mask_fc2(l), BT * c.m.cfg.dim);
   linear_back(c, blk.fc2, dy, c.a.fc1_act(l), dfc, BT);  // dfc = d W2
@@ -85,7 +95,8 @@ void attn_back(const Ctx& c, int l, const float* d, const float* in, float* din,
   linear_back(c, blk.proj, through_mask(c, d, c.a.mask_attn(l), BT * D), c.a.att(l), c.w.datt(), BT);
   {
     VK_PROF("bwd.attention");
-    kernels::attention_backward(c.w.datt(), c.a.qkv(l), c.a.att(l), c.a.lse(l), c.w.dqkv(), B, T, D, cfg.heads);
+    kernels::attention_backward(c.w.datt(), c.a.qkv(l), c.a.att(l), c.a.lse(l), c.w.dqkv(), B, T, blk.shape.heads,
+                                blk.shape.head_dim);
   }
   linear_back(c, blk.qkv, c.w.dqkv(), in, din, BT, accumulate);
 }

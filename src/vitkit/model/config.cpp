@@ -27,8 +27,20 @@ void ViTConfig::validate() const {
   need(image_size % patch == 0, cat("image_size ", image_size, " is not a multiple of patch ", patch));
   need(dim > 0 && dim <= 65536, cat("dim must be in 1..65536, got ", dim));
   need(depth >= 0 && depth <= 1024, cat("depth must be in 0..1024, got ", depth));
-  need(heads > 0 && dim % heads == 0, cat("heads must divide dim (dim ", dim, ", heads ", heads, ")"));
+  need(heads > 0 && heads <= 4096, cat("heads must be in 1..4096, got ", heads));
+  need(head_dim >= 0 && head_dim <= 65536, cat("head_dim must be in 0..65536 (0: dim / heads), got ", head_dim));
+  need(head_dim > 0 || dim % heads == 0,
+       cat("heads must divide dim (dim ", dim, ", heads ", heads, ") unless head_dim is given"));
   need(mlp_dim > 0 && mlp_dim <= 1 << 20, cat("mlp_dim must be in 1..1048576, got ", mlp_dim));
+  need(blocks.empty() || int(blocks.size()) == depth,
+       cat("blocks gives ", blocks.size(), " block shapes for depth ", depth));
+  for (size_t i = 0; i < blocks.size(); ++i) {
+    const BlockShape& b = blocks[i];
+    need(b.heads > 0 && b.heads <= 4096 && b.head_dim > 0 && b.head_dim <= 65536 && b.mlp_dim > 0 &&
+             b.mlp_dim <= 1 << 20,
+         cat("block ", i, " has heads ", b.heads, ", head_dim ", b.head_dim, ", mlp_dim ", b.mlp_dim,
+             " (each must be positive)"));
+  }
   need(classes > 0 && classes <= 1 << 20, cat("classes must be in 1..1048576, got ", classes));
   need(norm_eps > 0 && norm_eps < 1, cat("norm_eps must be in (0, 1), got ", norm_eps));
   need(class_token || pool == Pooling::Mean, "pool=cls needs class_token=true");
@@ -39,6 +51,61 @@ void ViTConfig::validate() const {
        cat("std has ", pre.std.size(), " values for ", channels, " channels"));
   for (float s : pre.std) need(s > 0, "std values must be positive");
   need(pre.resize >= 0 && pre.crop >= 0, "resize and crop must be >= 0");
+}
+
+BlockShape ViTConfig::block(int i) const {
+  if (!blocks.empty()) return blocks.at(size_t(i));
+  return {heads, head_dim > 0 ? head_dim : dim / heads, mlp_dim};
+}
+
+int ViTConfig::max_heads() const {
+  int v = 0;
+  for (int i = 0; i < depth; ++i) v = std::max(v, block(i).heads);
+  return v;
+}
+
+int ViTConfig::max_attn_dim() const {
+  int v = 0;
+  for (int i = 0; i < depth; ++i) v = std::max(v, block(i).attn_dim());
+  return v;
+}
+
+int ViTConfig::max_mlp_dim() const {
+  int v = 0;
+  for (int i = 0; i < depth; ++i) v = std::max(v, block(i).mlp_dim);
+  return v;
+}
+
+void ViTConfig::set_blocks(const std::vector<BlockShape>& b) {
+  check(int(b.size()) == depth, "set_blocks: ", b.size(), " block shapes for depth ", depth);
+  bool same = true;
+  for (const BlockShape& x : b) same = same && x == b.front();
+  if (!same) {
+    blocks = b;
+    return;
+  }
+  blocks.clear();
+  if (b.empty()) return;
+  heads = b.front().heads;
+  mlp_dim = b.front().mlp_dim;
+  head_dim = b.front().head_dim * heads == dim ? 0 : b.front().head_dim;
+}
+
+// "4x32x256:3x32x200": per-block shapes (heads x head_dim x mlp_dim).
+static std::vector<BlockShape> parse_blocks(const std::string& key, const std::string& v) {
+  std::vector<BlockShape> out;
+  std::stringstream ss(v);
+  std::string item;
+  while (std::getline(ss, item, ':')) {
+    BlockShape b;
+    char x1 = 0, x2 = 0;
+    std::istringstream is(item);
+    if (!(is >> b.heads >> x1 >> b.head_dim >> x2 >> b.mlp_dim) || x1 != 'x' || x2 != 'x' || is.peek() != EOF)
+      throw UsageError(cat("config key '", key, "': '", item, "' is not HEADSxHEAD_DIMxMLP_DIM (e.g. 4x32x256)"));
+    out.push_back(b);
+  }
+  if (out.empty()) throw UsageError(cat("config key '", key, "': expected HxDxM shapes separated by ':'"));
+  return out;
 }
 
 static ViTConfig torchvision_vit(const std::string& name, int patch, int dim, int depth, int heads, int mlp,
@@ -147,7 +214,9 @@ void set_config_field(ViTConfig& c, const std::string& key, const std::string& v
   else if (key == "dim" || key == "hidden_dim") c.dim = parse_int(key, v);
   else if (key == "depth" || key == "layers") c.depth = parse_int(key, v);
   else if (key == "heads") c.heads = parse_int(key, v);
+  else if (key == "head_dim" || key == "dim_head") c.head_dim = parse_int(key, v);
   else if (key == "mlp_dim") c.mlp_dim = parse_int(key, v);
+  else if (key == "blocks") c.blocks = parse_blocks(key, v);
   else if (key == "classes" || key == "num_classes") c.classes = parse_int(key, v);
   else if (key == "norm_eps") c.norm_eps = parse_float(key, v);
   else if (key == "norm")
@@ -171,7 +240,7 @@ void set_config_field(ViTConfig& c, const std::string& key, const std::string& v
         {{"nearest", Interpolation::Nearest}, {"bilinear", Interpolation::Bilinear}, {"bicubic", Interpolation::Bicubic}});
   else
     throw UsageError(cat("unknown config key '", key,
-                         "' (known: preset, image_size, channels, patch, dim, depth, heads, mlp_dim, classes, "
+                         "' (known: preset, image_size, channels, patch, dim, depth, heads, head_dim, mlp_dim, blocks, classes, "
                          "norm_eps, norm, act, pool, class_token, final_norm, qkv_bias, dropout, mean, std, "
                          "resize, crop, interpolation)"));
 }
@@ -252,7 +321,13 @@ nlohmann::json config_to_json(const ViTConfig& c) {
   j["dim"] = c.dim;
   j["depth"] = c.depth;
   j["heads"] = c.heads;
+  if (c.head_dim > 0 && c.head_dim * c.heads != c.dim) j["head_dim"] = c.head_dim;
   j["mlp_dim"] = c.mlp_dim;
+  if (!c.blocks.empty()) {
+    nlohmann::json b = nlohmann::json::array();
+    for (const BlockShape& x : c.blocks) b.push_back({{"heads", x.heads}, {"head_dim", x.head_dim}, {"mlp_dim", x.mlp_dim}});
+    j["blocks"] = b;
+  }
   j["classes"] = c.classes;
   j["norm_eps"] = std::stod(cat(c.norm_eps));  // the float as written, not its double expansion
   j["norm"] = to_string(c.norm);
@@ -300,6 +375,15 @@ ViTConfig config_from_json(const nlohmann::json& j) {
       if (k == "preprocess") {
         if (!v.is_object()) fail("preprocess is not an object");
         for (auto& [pk, pv] : v.items()) set_config_field(c, pk, json_text(pv)), keys.push_back(pk);
+      } else if (k == "blocks" && v.is_array()) {
+        c.blocks.clear();
+        for (auto& b : v) {
+          if (!b.is_object() || !b.contains("heads") || !b.contains("head_dim") || !b.contains("mlp_dim") ||
+              !b["heads"].is_number_integer() || !b["head_dim"].is_number_integer() ||
+              !b["mlp_dim"].is_number_integer())
+            fail("blocks: each entry must be {\"heads\": int, \"head_dim\": int, \"mlp_dim\": int}, got ", b.dump());
+          c.blocks.push_back({b["heads"].get<int>(), b["head_dim"].get<int>(), b["mlp_dim"].get<int>()});
+        }
       } else {
         set_config_field(c, k, json_text(v));
         keys.push_back(k);

@@ -24,6 +24,14 @@ struct Preprocess {
   Interpolation interpolation = Interpolation::Bilinear;
 };
 
+// One encoder block's attention and MLP widths: qkv is 3 x heads x head_dim
+// wide (which need not be dim, as vit-pytorch's dim_head), the MLP mlp_dim.
+struct BlockShape {
+  int heads = 0, head_dim = 0, mlp_dim = 0;
+  int attn_dim() const { return heads * head_dim; }  // width of q, k, v and of out_proj's input
+  bool operator==(const BlockShape&) const = default;
+};
+
 struct ViTConfig {
   std::string name = "custom";
   int image_size = 224;
@@ -32,7 +40,12 @@ struct ViTConfig {
   int dim = 768;
   int depth = 12;
   int heads = 12;
+  int head_dim = 0;  // 0: dim / heads
   int mlp_dim = 3072;
+  // Per block, when the blocks differ (pruned heads or neurons, imports);
+  // empty: every block is (heads, head_dim, mlp_dim). set_blocks() keeps it
+  // empty for uniform blocks, so uniform files and presets stay as they are.
+  std::vector<BlockShape> blocks;
   int classes = 1000;
   float norm_eps = 1e-6f;
   NormPlacement norm = NormPlacement::Pre;
@@ -47,7 +60,14 @@ struct ViTConfig {
   int grid() const { return image_size / patch; }
   int patches() const { return grid() * grid(); }
   int tokens() const { return patches() + (class_token ? 1 : 0); }
-  int head_dim() const { return dim / heads; }
+  // Block i's shape; the largest heads, attention width and MLP width of any block.
+  BlockShape block(int i) const;
+  int max_heads() const;
+  int max_attn_dim() const;
+  int max_mlp_dim() const;
+  bool uniform() const { return blocks.empty(); }
+  // Sets per-block shapes (depth of them); uniform ones collapse into heads, head_dim, mlp_dim.
+  void set_blocks(const std::vector<BlockShape>& b);
   int patch_k() const { return channels * patch * patch; }  // inputs of one patch
   // Throws Error naming the first inconsistent field.
   void validate() const;

@@ -20,7 +20,9 @@
 namespace vitkit {
 
 void Acts::plan(const ViTConfig& c, int64_t B, bool train) {
-  const int64_t P = c.patches(), T = c.tokens(), D = c.dim, M = c.mlp_dim, K = c.patch_k(), H = c.heads;
+  // Blocks may differ (per-block heads, head_dim, mlp_dim): buffers fit the largest.
+  const int64_t P = c.patches(), T = c.tokens(), D = c.dim, M = c.max_mlp_dim(), K = c.patch_k(), H = c.max_heads(),
+                A = c.max_attn_dim();
   const int64_t L = c.depth, nb = train ? L : 1;
   int64_t off = 0;
   auto slot = [&](Slot& s, int64_t per, int64_t count) {
@@ -35,8 +37,8 @@ void Acts::plan(const ViTConfig& c, int64_t B, bool train) {
   slot(ln1_, BTD, nb);
   slot(ln1m_, BT, nb);
   slot(ln1r_, BT, nb);
-  slot(qkv_, 3 * BTD, nb);
-  slot(att_, BTD, nb);
+  slot(qkv_, 3 * BT * A, nb);
+  slot(att_, BT * A, nb);
   slot(lse_, train ? B * H * T : 0, nb);
   slot(res1_, train ? BTD : 0, nb);
   slot(ln2_, BTD, nb);
@@ -78,7 +80,8 @@ void Acts::plan(const ViTConfig& c, int64_t B, bool train) {
 static void lin(const ViT& m, const ForwardHooks* hooks, const Linear& l, const float* X, float* Y, int64_t M,
                 Activation act = Activation::None, bool accumulate = false) {
   if (hooks && hooks->on_linear) hooks->on_linear(l, X, M);
-  linear_apply(m, l, X, Y, M, act, accumulate);
+  (void)m;
+  linear_apply(l, X, Y, M, act, accumulate);
 }
 
 // Inference, pre-norm, class-token pooling: after the last block only the
@@ -96,7 +99,7 @@ static void last_block_cls_only(const ViT& m, int l, Acts& a) {
   float* x = a.stream(l);
   float* xc = a.ln1(l);
   float* lc = xc + B * D;
-  const float* ac = a.att(l);  // (B, D): attention_forward with q_rows = 1
+  const float* ac = a.att(l);  // (B, heads x head_dim): attention_forward with q_rows = 1
   for (int64_t b = 0; b < B; ++b) std::memcpy(xc + b * D, x + b * T * D, sizeof(float) * D);
   lin(m, nullptr, blk.proj, ac, xc, B, Activation::None, /*accumulate=*/true);
   {
@@ -113,7 +116,7 @@ static void last_block_cls_only(const ViT& m, int l, Acts& a) {
 static void block_forward(const ViT& m, int l, Acts& a, const ForwardHooks* hooks) {
   const ViTConfig& c = m.cfg;
   const Block& blk = m.blocks[l];
-  const int64_t B = a.batch(), T = c.tokens(), D = c.dim, M = c.mlp_dim, BT = B * T;
+  const int64_t B = a.batch(), T = c.tokens(), D = c.dim, M = blk.shape.mlp_dim, BT = B * T;
   const bool train = a.train(), pre = c.norm == NormPlacement::Pre;
   const float eps = c.norm_eps;
   auto P = [&](int i) { return m.params.ptr(i); };
@@ -132,7 +135,8 @@ static void block_forward(const ViT& m, int l, Acts& a, const ForwardHooks* hook
     VK_PROF("fwd.attention");
     if (hooks && hooks->on_attention) hooks->on_attention(l, a.qkv(l), B);
     // cls_only: the class token's query alone; att (B,1,D)
-    kernels::attention_forward(a.qkv(l), a.att(l), train ? a.lse(l) : nullptr, B, T, D, c.heads, cls_only ? 1 : T);
+    kernels::attention_forward(a.qkv(l), a.att(l), train ? a.lse(l) : nullptr, B, T, blk.shape.heads,
+                               blk.shape.head_dim, cls_only ? 1 : T);
   }
   if (cls_only) {
     last_block_cls_only(m, l, a);

@@ -18,7 +18,8 @@ static void xavier_uniform(ViT& m, const Linear& l, Rng& rng) {
 }
 
 void init_weights(ViT& m, Rng& rng) {
-  std::memset(m.params.data(), 0, sizeof(float) * m.params.total());
+  for (int i = 0; i < m.params.size(); ++i)
+    std::memset(m.params.ptr(i), 0, sizeof(float) * size_t(m.params.info(i).numel));
   const int D = m.cfg.dim;
   {
     float* w = m.W(m.patch);
@@ -34,7 +35,7 @@ void init_weights(ViT& m, Rng& rng) {
     ones(b.ln1);
     ones(b.ln2);
     xavier_uniform(m, b.qkv, rng);
-    fill_uniform(m.W(b.proj), int64_t(D) * D, 1.f / std::sqrt(float(D)), rng);
+    fill_uniform(m.W(b.proj), int64_t(b.proj.in) * b.proj.out, 1.f / std::sqrt(float(b.proj.in)), rng);
     xavier_uniform(m, b.fc1, rng);
     fill_normal(m.B(b.fc1), b.fc1.out, 1e-6f, rng);
     xavier_uniform(m, b.fc2, rng);

@@ -1,11 +1,11 @@
-// The ViT's layers as forward/backward pairs on plain float buffers (llm.c
+// The ViT's layers as forward/backward pairs (the linear layer's pair is kernels/linear.h) on plain float buffers (llm.c
 // style). Shapes in the comments: B batch, C channels, S image side, p patch,
 // G = S/p grid side, P = G*G patches, T tokens (P, plus 1 with a class token),
 // D model width, K = C*p*p inputs per patch.
 #pragma once
 #include <cstdint>
 
-#include "vitkit/kernels/gemm.h"
+#include "vitkit/kernels/linear.h"
 #include "vitkit/model/config.h"
 
 namespace vitkit {
@@ -13,15 +13,6 @@ namespace vitkit {
 // img (B, C, S, S) -> cols (B*P, K): each row one patch in (c, ky, kx) order,
 // the order of conv_proj.weight (D, C, p, p) flattened.
 void im2col_forward(const float* img, float* cols, int64_t B, int64_t C, int64_t S, int64_t p);
-
-// Y (M, N) = act(X (M, K) W^T + b), W (N, K), b (N) or null.
-void linear_forward(const float* X, const float* W, const float* b, float* Y, int64_t M, int64_t K, int64_t N,
-                    Activation act = Activation::None);
-// dY (M, N), X (M, K), W (N, K):
-//   dX (M, K) = dY W (overwritten, or added to when accumulate; skipped when null)
-//   dW (N, K) += dY^T X;  db (N) += column sums of dY (skipped when null)
-void linear_backward(const float* dY, const float* X, const float* W, float* dX, float* dW, float* db, int64_t M,
-                     int64_t K, int64_t N, bool accumulate = false);
 
 // x (B, T, D) = [cls; emb (B, P, D)] + pos (T, D); cls (D) or null (T = P).
 void tokens_forward(const float* emb, const float* cls, const float* pos, float* x, int64_t B, int64_t P,
@@ -38,8 +29,5 @@ void pool_backward(Pooling pool, const float* dout, float* dx, int64_t B, int64_
 
 // out (n) = a (n) + b (n); out may alias a or b.
 void add_forward(const float* a, const float* b, float* out, int64_t n);
-
-// Column sums: out (N) += sum over rows of X (M, N).
-void colsum_accumulate(const float* X, float* out, int64_t M, int64_t N);
 
 }  // namespace vitkit

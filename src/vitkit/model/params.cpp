@@ -4,22 +4,28 @@
 
 namespace vitkit {
 
-int ParamTable::add(const std::string& name, const Shape& shape, bool decay) {
-  check(!buf_.defined(), "ParamTable::add after allocate (", name, ")");
-  check(!index_.count(name), "duplicate parameter name ", name);
-  ParamInfo p;
-  p.name = name;
-  p.shape = shape;
-  p.numel = shape_numel(shape);
-  p.offset = total_;
-  p.decay = decay;
-  total_ += (p.numel + 15) / 16 * 16;
-  index_[name] = static_cast<int>(entries_.size());
+int ParamTable::push(ParamInfo p, Tensor t) {
+  check(!index_.count(p.name), "duplicate parameter name ", p.name);
+  p.numel = shape_numel(p.shape);
+  p.offset = -1;
+  if (p.trainable) {
+    p.offset = total_;
+    total_ += (p.numel + 15) / 16 * 16;
+  }
+  index_[p.name] = size();
   entries_.push_back(std::move(p));
-  return index_[name];
+  tensors_.push_back(std::move(t));
+  return size() - 1;
 }
 
-void ParamTable::allocate() { buf_ = Tensor::zeros({total_}); }
+int ParamTable::add(const std::string& name, const Shape& shape, bool decay, bool trainable) {
+  return push({name, shape, 0, decay, trainable}, Tensor::zeros(shape));
+}
+
+int ParamTable::add_shared(const std::string& name, const Tensor& t, bool decay, bool trainable) {
+  check(t.defined() && t.dtype() == DType::F32, "parameter ", name, " must be an f32 tensor");
+  return push({name, t.shape(), 0, decay, trainable}, t);
+}
 
 int64_t ParamTable::count() const {
   int64_t n = 0;
@@ -30,11 +36,6 @@ int64_t ParamTable::count() const {
 int ParamTable::find(const std::string& name) const {
   auto it = index_.find(name);
   return it == index_.end() ? -1 : it->second;
-}
-
-Tensor ParamTable::tensor(int i) const {
-  const ParamInfo& p = entries_.at(i);
-  return buf_.slice(p.offset, p.offset + p.numel).reshape(p.shape);
 }
 
 }  // namespace vitkit

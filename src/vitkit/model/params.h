@@ -1,6 +1,10 @@
-// ParamTable: every float parameter of a model in one aligned buffer, each a
-// named view (offset, shape) into it. Gradients and optimizer state use the
-// same layout, so one index addresses a parameter in all of them.
+// ParamTable: the model's f32 parameters by name — its norms, embeddings and
+// the f32 tensors of its layers' representations (a dense weight, a bias, a
+// latent weight while training) — each a Tensor it shares with its owner.
+// The trainable ones also have an offset into one flat layout that gradients
+// and optimizer state use, so one index addresses a parameter in all of them.
+// Typed tensors of compressed representations (bf16, int8, ...) are not
+// parameters and are not listed here.
 #pragma once
 #include <string>
 #include <unordered_map>
@@ -13,39 +17,39 @@ namespace vitkit {
 struct ParamInfo {
   std::string name;  // torchvision name, e.g. "encoder.layers.encoder_layer_0.ln_1.weight"
   Shape shape;
-  int64_t offset = 0;  // in floats
   int64_t numel = 0;
-  bool decay = true;  // AdamW weight decay applies (false: norms, biases, embeddings, class token)
+  bool decay = true;      // AdamW weight decay applies (false: norms, biases, embeddings, class token)
+  bool trainable = true;  // updated by training (false: frozen, e.g. a rounded weight beside its latent one)
+  int64_t offset = -1;    // in the gradient layout (floats, 16-aligned); -1 when not trainable
 };
 
 class ParamTable {
  public:
-  // Adds a parameter during layout; returns its index. Offsets are 16-float aligned.
-  int add(const std::string& name, const Shape& shape, bool decay);
-  // Allocates the buffer (zero-filled) once the layout is complete.
-  void allocate();
+  // A new zero-filled parameter; returns its index.
+  int add(const std::string& name, const Shape& shape, bool decay, bool trainable = true);
+  // A parameter whose storage is t (f32, shared, not copied).
+  int add_shared(const std::string& name, const Tensor& t, bool decay, bool trainable = true);
 
   int size() const { return static_cast<int>(entries_.size()); }
-  int64_t total() const { return total_; }  // floats in the buffer (with alignment padding)
-  int64_t count() const;                    // parameters (without padding)
+  int64_t total() const { return total_; }  // floats of the gradient layout (trainable, with padding)
+  int64_t count() const;                    // values of all parameters
   const ParamInfo& info(int i) const { return entries_.at(i); }
   const std::vector<ParamInfo>& entries() const { return entries_; }
   int find(const std::string& name) const;  // -1 when absent
 
-  float* data() { return buf_.f32(); }
-  const float* data() const { return buf_.f32(); }
-  float* ptr(int i) { return data() + entries_[i].offset; }
-  const float* ptr(int i) const { return data() + entries_[i].offset; }
-  // The parameter as a tensor sharing the buffer.
-  Tensor tensor(int i) const;
-  // A new zero buffer with this layout (gradients, optimizer moments).
+  float* ptr(int i) { return tensors_[size_t(i)].f32(); }
+  const float* ptr(int i) const { return tensors_[size_t(i)].f32(); }
+  // The parameter's tensor (shares its storage).
+  const Tensor& tensor(int i) const { return tensors_.at(size_t(i)); }
+  // A new zero buffer in the gradient layout (gradients, optimizer moments).
   Tensor zeros_like() const { return Tensor::zeros({total_}); }
 
  private:
+  int push(ParamInfo p, Tensor t);
   std::vector<ParamInfo> entries_;
+  std::vector<Tensor> tensors_;
   std::unordered_map<std::string, int> index_;
   int64_t total_ = 0;
-  Tensor buf_;
 };
 
 }  // namespace vitkit

@@ -1,6 +1,8 @@
-// ViT: a Vision Transformer's configuration, its parameters (torchvision names,
-// one buffer) and the structure that indexes them.
+// ViT: a Vision Transformer's configuration, its layers (each linear layer
+// one representation, repr/linear_repr.h, owning its weight) and the table of
+// its f32 parameters (torchvision names).
 #pragma once
+#include <functional>
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <string>
@@ -8,52 +10,54 @@
 
 #include "vitkit/model/config.h"
 #include "vitkit/model/params.h"
+#include "vitkit/repr/linear_repr.h"
 
 namespace vitkit {
 
 enum class LayerKind { Patch, Qkv, Proj, Fc1, Fc2, Head };
 const char* to_string(LayerKind k);  // "patch", "qkv", "out_proj", "fc1", "fc2", "head"
 
-struct LinearRepr;  // a compressed representation (compress/), null for dense f32
-namespace kernels {
-class PackedWeight;  // a dense weight in oneDNN's packed layout (kernels/gemm.h)
-}
-
-// A linear layer Y = X W^T + b whose dense weight (out x in) and bias live in
-// the model's ParamTable. conv_proj is one too: a patch's C*p*p values in.
+// A linear layer Y = act(X W^T + b). conv_proj is one too: a patch's C*p*p values in.
 struct Linear {
   std::string name;  // module path, e.g. "encoder.layers.encoder_layer_3.mlp.0"
+  std::string weight_name, bias_name;  // torchvision's tensor names ("...in_proj_weight", "conv_proj.weight")
+  Shape weight_shape;                  // the weight's shape in files: (out, in), or conv_proj's (D, C, p, p)
   LayerKind kind = LayerKind::Fc1;
-  int block = -1;     // encoder block, -1 outside the encoder
-  int w = -1, b = -1;  // ParamTable indices; b = -1 when there is no bias
+  int block = -1;  // encoder block, -1 outside the encoder
   int in = 0, out = 0;
-  std::shared_ptr<LinearRepr> repr;
-  // The dense weight packed for inference (pack_linears_for_inference in
-  // model/linear_apply.h). packed_in_place: the weight's bytes in the ParamTable
-  // are that layout, not the plain matrix, and W() refuses to hand them out.
-  std::shared_ptr<const kernels::PackedWeight> packed;
-  bool packed_in_place = false;
+  bool has_bias = true;
+  std::unique_ptr<LinearRepr> repr;  // never null
+  // ParamTable indices of repr's trainable tensors, in tensors() order (ViT::layout).
+  std::vector<int> trainable_params;
+  // A tensor's name in files: "weight" and "bias" give weight_name and
+  // bias_name, another role ROLE gives NAME.ROLE.
+  std::string tensor_name(const std::string& role) const;
+  // "FILE: layer NAME (repr)": where a message about this layer points.
+  std::string describe() const;
 };
-
-// Thrown by ViT::W for a weight packed in place: the model is for inference only.
-[[noreturn]] void fail_packed_weight(const Linear& l);
 
 struct Norm {
   int w = -1, b = -1;
 };
 
 struct Block {
+  BlockShape shape;  // heads, head_dim, mlp_dim
   Norm ln1, ln2;
   Linear qkv, proj, fc1, fc2;
 };
 
+// Makes a layer's representation when a model is built (load_model: from the
+// file's tensors); the default is a zero dense f32 weight.
+using ReprMaker = std::function<std::unique_ptr<LinearRepr>(const Linear& l)>;
+
 class ViT {
  public:
-  // Validates cfg and lays out zero-filled parameters.
-  explicit ViT(const ViTConfig& cfg);
+  // Validates cfg and builds the layers: each linear layer's representation
+  // from make (default: zero f32), other parameters zero, norm weights 1.
+  explicit ViT(const ViTConfig& cfg, const ReprMaker& make = {});
   ViT(const ViT&) = delete;
   ViT& operator=(const ViT&) = delete;
-  // A deep copy (parameters; representations and packed layouts shared until replaced).
+  // A deep copy: every tensor and representation copied.
   std::unique_ptr<ViT> clone() const;
 
   ViTConfig cfg;
@@ -71,19 +75,32 @@ class ViT {
   // All linear layers in forward order (patch, per block qkv, proj, fc1, fc2, head).
   std::vector<Linear*> linears();
   std::vector<const Linear*> linears() const;
-  // The plain weight (out, in); an error for a weight packed in place.
-  float* W(const Linear& l) {
-    if (l.packed_in_place) fail_packed_weight(l);
-    return params.ptr(l.w);
-  }
-  const float* W(const Linear& l) const {
-    if (l.packed_in_place) fail_packed_weight(l);
-    return params.ptr(l.w);
-  }
-  // True when some weight is packed in place (the model cannot be saved or trained).
-  bool packed_for_inference() const;
-  float* B(const Linear& l) { return l.b >= 0 ? params.ptr(l.b) : nullptr; }
-  const float* B(const Linear& l) const { return l.b >= 0 ? params.ptr(l.b) : nullptr; }
+  // The layer of that name (Linear::name), or null.
+  Linear* find_linear(const std::string& name);
+
+  // Replaces l's representation (same in and out) and rebuilds the parameter table.
+  void set_repr(Linear& l, std::unique_ptr<LinearRepr> r);
+  // Rebuilds the parameter table from the layers (after a representation's
+  // tensors changed: set_repr, begin/end of training). Other parameters keep
+  // their tensors and flags.
+  void layout();
+
+  // The dense f32 weight (out, in) of a layer whose representation is "f32";
+  // an Error naming the layer and its representation otherwise.
+  float* W(const Linear& l);
+  const float* W(const Linear& l) const;
+  float* B(const Linear& l) { return l.repr->bias(); }
+  const float* B(const Linear& l) const { return static_cast<const LinearRepr&>(*l.repr).bias(); }
+  // True when every linear layer is plain dense f32.
+  bool dense() const;
 };
+
+// What m's layers are: "fp32" when all are dense f32 (packed or not), else
+// their one representation ("bf16", "round", ...), or "mixed".
+std::string model_precision(const ViT& m);
+
+// The plain weight (l.out, l.in) of l for reading, whatever its
+// representation: its own f32 weight, or dequantized into scratch.
+const float* plain_weight(const Linear& l, std::vector<float>& scratch);
 
 }  // namespace vitkit

@@ -19,8 +19,10 @@ void AdamW::step(ParamTable& params, const float* grads, float lr) {
   float* M = m_.f32();
   float* V = v_.f32();
   int nt = num_threads();
-  for (const ParamInfo& p : params.entries()) {
-    float* w = params.data() + p.offset;
+  for (int i = 0; i < params.size(); ++i) {
+    const ParamInfo& p = params.info(i);
+    if (p.offset < 0) continue;  // frozen
+    float* w = params.ptr(i);
     const float* g = grads + p.offset;
     float* m = M + p.offset;
     float* v = V + p.offset;
@@ -39,6 +41,7 @@ void AdamW::step(ParamTable& params, const float* grads, float lr) {
 float clip_grad_norm(const ParamTable& params, float* grads, float max_norm) {
   double ss = 0;
   for (const ParamInfo& p : params.entries()) {
+    if (p.offset < 0) continue;
     const float* g = grads + p.offset;
     for (int64_t i = 0; i < p.numel; ++i) ss += double(g[i]) * g[i];
   }
@@ -46,6 +49,7 @@ float clip_grad_norm(const ParamTable& params, float* grads, float max_norm) {
   if (max_norm > 0 && norm > max_norm) {
     const float s = max_norm / (norm + 1e-6f);
     for (const ParamInfo& p : params.entries()) {
+      if (p.offset < 0) continue;
       float* g = grads + p.offset;
       for (int64_t i = 0; i < p.numel; ++i) g[i] *= s;
     }

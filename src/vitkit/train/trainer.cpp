@@ -18,15 +18,14 @@
 #include "vitkit/io/model_io.h"
 #include "vitkit/io/preprocess.h"
 #include "vitkit/io/safetensors.h"
-#include "vitkit/model/backward.h"
 #include "vitkit/model/forward.h"
 #include "vitkit/model/linear_apply.h"
+#include "vitkit/model/cost.h"
 #include "vitkit/model/init.h"
 #include "vitkit/report/table.h"
-#include "vitkit/train/adamw.h"
 #include "vitkit/train/augment.h"
-#include "vitkit/train/losses.h"
 #include "vitkit/train/schedule.h"
+#include "vitkit/train/step.h"
 
 namespace vitkit {
 
@@ -100,12 +99,10 @@ struct Trainer::Data {
 };
 
 struct Trainer::Opt {
-  AdamW adamw;
+  TrainStep step;
   Schedule sched;
-  Acts acts;
   Acts teacher_acts;  // the distillation teacher's, kept between steps
-  BackWork work;
-  Tensor grads, batch;
+  Tensor batch;
 };
 
 static Split load_split(const TrainConfig& cfg, const std::string& split, int64_t limit) {
@@ -150,8 +147,8 @@ Trainer::Trainer(TrainConfig cfg, TrainPaths paths, std::unique_ptr<ViT> init)
           teacher_->cfg.classes, " classes, the student ", model_->cfg.classes);
     pack_linears_for_inference(*teacher_);  // the teacher only runs inference
   }
-  opt_ = std::unique_ptr<Opt>(new Opt{AdamW(model_->params, cfg_.opt), Schedule{}, Acts{}, Acts{}, BackWork{}, Tensor{},
-                                      Tensor{}});
+  // Readies the model's layers for training (an Error naming a layer that cannot train).
+  opt_ = std::unique_ptr<Opt>(new Opt{TrainStep(*model_, cfg_.opt), Schedule{}, Acts{}, Tensor{}});
 }
 
 Trainer::~Trainer() = default;
@@ -188,7 +185,7 @@ bool Trainer::should_stop() {
 bool Trainer::train_epoch(int epoch) {
   const ViTConfig& mc = model_->cfg;
   const Split& tr = data_->train;
-  const int64_t N = tr.images.dim(0), C = mc.channels, S = mc.image_size, per = C * S * S, K = mc.classes;
+  const int64_t N = tr.images.dim(0), C = mc.channels, S = mc.image_size, per = C * S * S;
   // The epoch's order: a permutation from (seed, epoch).
   std::vector<int64_t> order(N);
   std::iota(order.begin(), order.end(), 0);
@@ -200,12 +197,10 @@ bool Trainer::train_epoch(int epoch) {
   for (int c = 0; c < C; ++c) aug.fill.push_back(-mc.pre.mean[c] / mc.pre.std[c]);
 
   Opt& o = *opt_;
-  if (!o.grads.defined()) o.grads = model_->params.zeros_like();
   if (!o.batch.defined()) o.batch = Tensor::empty({cfg_.batch, C, S, S});
   Tensor gathered = Tensor::empty({cfg_.batch, C, S, S});
   std::vector<int> labels(cfg_.batch);
   std::vector<int64_t> ids(cfg_.batch);
-  std::vector<float> dlogits(size_t(cfg_.batch) * K);
   const int64_t steps = steps_per_epoch();
   // A stopped epoch continues with its running sums.
   EpochProgress p = partial_.epoch == epoch ? partial_ : EpochProgress{epoch};
@@ -228,29 +223,21 @@ bool Trainer::train_epoch(int epoch) {
       }
       augment_batch(gathered.f32(), o.batch.f32(), B, C, S, aug, cfg_.seed * 7919ull + uint64_t(epoch), ids.data());
     }
-    o.acts.plan(mc, B, true);
+    StepOptions so;
+    lr = so.lr = o.sched.at(step_);
+    so.label_smoothing = cfg_.label_smoothing;
+    so.clip_grad = cfg_.clip_grad;
     // Dropout masks depend on (seed, global step) only: resumed runs draw the same masks.
-    o.acts.dropout_seed = cfg_.seed * 0x9E3779B97F4A7C15ull + static_cast<uint64_t>(step_);
-    vit_forward(*model_, o.batch.f32(), B, o.acts);
-    int64_t correct = 0;
-    const float a = teacher_ ? cfg_.distill.alpha : 0.f;
-    float loss = cross_entropy_forward_backward(o.acts.logits(), labels.data(), B, K, cfg_.label_smoothing,
-                                                dlogits.data(), &correct);
+    so.dropout_seed = cfg_.seed * 0x9E3779B97F4A7C15ull + static_cast<uint64_t>(step_);
+    Tensor teacher_logits;
     if (teacher_) {
-      for (int64_t i = 0; i < B * K; ++i) dlogits[i] *= 1.f - a;
-      Tensor tl = vit_predict(*teacher_, o.batch.slice(0, B), o.teacher_acts);
-      float kd = distill_kl_forward_backward(o.acts.logits(), tl.f32(), B, K, cfg_.distill.temperature, a,
-                                             dlogits.data());
-      loss = (1.f - a) * loss + a * kd;
+      teacher_logits = vit_predict(*teacher_, o.batch.slice(0, B), o.teacher_acts);
+      so.distill_alpha = cfg_.distill.alpha;
+      so.distill_temperature = cfg_.distill.temperature;
     }
-    std::memset(o.grads.f32(), 0, sizeof(float) * o.grads.numel());
-    vit_backward(*model_, o.acts, dlogits.data(), o.grads.f32(), o.work);
-    {
-      VK_PROF("train.optimizer");
-      if (cfg_.clip_grad > 0) clip_grad_norm(model_->params, o.grads.f32(), cfg_.clip_grad);
-      lr = o.sched.at(step_);
-      o.adamw.step(model_->params, o.grads.f32(), lr);
-    }
+    const StepResult r = o.step.run(o.batch.f32(), labels.data(), B, so, teacher_ ? teacher_logits.f32() : nullptr);
+    const float loss = r.loss;
+    const int64_t correct = r.correct;
     ++step_;
     check(std::isfinite(loss), "training diverged: loss is ", loss, " at epoch ", epoch, " step ", s + 1,
           " (lower the learning rate or enable clip_grad)");
@@ -291,10 +278,11 @@ bool Trainer::train_epoch(int epoch) {
 }
 
 void Trainer::save_checkpoint() const {
+  // The model with its layers' training state (latent weights), then the optimizer's.
+  FileContents fc = model_file_contents(*model_, true);
   std::vector<StEntry> entries;
-  for (const ParamInfo& p : model_->params.entries())
-    entries.push_back({p.name, DType::F32, p.shape, model_->params.data() + p.offset});
-  AdamW& adam = opt_->adamw;
+  for (auto& [name, t] : fc.tensors) entries.push_back({name, t.dtype(), t.shape(), t.raw()});
+  AdamW& adam = opt_->step.optimizer();
   entries.push_back({"optim.m", DType::F32, {adam.m().numel()}, adam.m().f32()});
   entries.push_back({"optim.v", DType::F32, {adam.v().numel()}, adam.v().f32()});
   nlohmann::json hist = nlohmann::json::array();
@@ -305,13 +293,8 @@ void Trainer::save_checkpoint() const {
     state["epoch_in_progress"] = {{"epoch", partial_.epoch}, {"step", partial_.step},
                                   {"loss_sum", partial_.loss_sum}, {"seconds", partial_.seconds},
                                   {"hits", partial_.hits},         {"seen", partial_.seen}};
-  nlohmann::json cj = config_to_json(model_->cfg);
-  std::map<std::string, std::string> md{{"vitkit.preprocess", cj["preprocess"].dump()},
-                                        {"vitkit.train_state", state.dump()},
-                                        {"vitkit.version", VITKIT_VERSION}};
-  cj.erase("preprocess");
-  md["vitkit.config"] = cj.dump();
-  write_safetensors(paths_.checkpoint, entries, md);
+  fc.metadata["vitkit.train_state"] = state.dump();
+  write_safetensors(paths_.checkpoint, entries, fc.metadata);
 }
 
 void Trainer::resume(const std::string& path) {
@@ -325,6 +308,10 @@ void Trainer::resume(const std::string& path) {
     ViTConfig saved = load_config(path);
     check(config_to_json(saved) == config_to_json(model_->cfg), path,
           ": the checkpoint's model config differs from the train config's");
+    const std::string layers = md.count(kLayersKey) ? md[kLayersKey] : "{}";
+    check(nlohmann::json::parse(layers) == layers_metadata(*model_), path,
+          ": the checkpoint's layers (", kLayersKey, " ", layers, ") differ from the model's (",
+          layers_metadata(*model_).dump(), "): resume with the --init model the run started from");
     for (int i = 0; i < model_->params.size(); ++i) {
       const ParamInfo& p = model_->params.info(i);
       const StTensor* t = r.find(p.name);
@@ -332,7 +319,8 @@ void Trainer::resume(const std::string& path) {
             "' is missing or has the wrong shape");
       r.read_f32(*t, model_->params.ptr(i));
     }
-    AdamW& adam = opt_->adamw;
+    after_optimizer_step(*model_);  // each layer's weight from its latent one, exactly as when saved
+    AdamW& adam = opt_->step.optimizer();
     for (auto [name, dst] : {std::pair{"optim.m", &adam.m()}, std::pair{"optim.v", &adam.v()}}) {
       const StTensor* t = r.find(name);
       check(t && t->numel() == dst->numel() && t->dtype == DType::F32, path, ": optimizer state '", name,
@@ -405,7 +393,10 @@ const std::vector<EpochRecord>& Trainer::run(const StopWhen& when) {
     if (should_stop()) break;
   }
   g_stop_requested.store(false, std::memory_order_relaxed);
-  if (epochs_done_ == cfg_.epochs) save_model(*model_, paths_.model);
+  if (epochs_done_ == cfg_.epochs) {
+    end_training(*model_);  // latent weights dropped: the model as it computes
+    save_model(*model_, paths_.model);
+  }
   return history_;
 }
 
