@@ -26,6 +26,7 @@
 #include "vitkit/model/config.h"
 #include "vitkit/model/forward.h"
 #include "vitkit/model/init.h"
+#include "vitkit/report/table.h"
 #include "vitkit/train/evaluate.h"
 
 using namespace vitkit;
@@ -265,7 +266,10 @@ TEST(CompareModels, RoundedCopyMatchesLogitsAndEvaluate) {
   // --limit: the first images only.
   o.limit = 11;
   EXPECT_EQ(compare_models(*a, *b, ds, o).images, 11);
-  EXPECT_HAS(compare_summary(r), "On 30 images of random images");
+  const std::string summary = compare_summary(r);
+  EXPECT_HAS(summary, "B against A on 30 images: top-1 ");
+  EXPECT_HAS(summary, "B agrees with A's prediction on " + fmt_fixed(100 * r.agreement, 2) + "%");
+  std::printf("summary: %s", summary.c_str());
   EXPECT_HAS(r.text(), "class3");
 }
 

@@ -101,15 +101,17 @@ void CompareAccumulator::add(const float* logits_a, const float* logits_b, const
     const float* b = logits_b + i * C;
     const int y = labels[i];
     check(y >= 0 && y < C, "compare: label ", y, " of image ", n_ + i, " is outside the models' ", C, " classes");
-    const bool fa = all_finite(a, C), fb = all_finite(b, C);
-    nonfinite_a_ += !fa;
-    nonfinite_b_ += !fb;
     class_images_[y]++;
-    // A non-finite row has no prediction: a miss, and no agreement.
-    if (fa) class_top1_a_[y] += argmax(a, C) == y, top5_a_ += in_top_k(a, C, y, 5);
-    if (fb) class_top1_b_[y] += argmax(b, C) == y, top5_b_ += in_top_k(b, C, y, 5);
-    if (!fa || !fb) continue;
-    agree_ += argmax(a, C) == argmax(b, C);
+    // A non-finite row has no prediction (-1): a miss, and no agreement.
+    const int pa = all_finite(a, C) ? argmax(a, C) : -1, pb = all_finite(b, C) ? argmax(b, C) : -1;
+    nonfinite_a_ += pa < 0;
+    nonfinite_b_ += pb < 0;
+    class_top1_a_[y] += pa == y;
+    class_top1_b_[y] += pb == y;
+    top5_a_ += pa >= 0 && in_top_k(a, C, y, 5);
+    top5_b_ += pb >= 0 && in_top_k(b, C, y, 5);
+    if (pa < 0 || pb < 0) continue;
+    agree_ += pa == pb;
     for (int c = 0; c < C; ++c) max_abs_diff_ = std::max(max_abs_diff_, std::fabs(double(a[c]) - double(b[c])));
     log_softmax(a, C, la.data());
     log_softmax(b, C, lb.data());
@@ -272,7 +274,7 @@ std::string CompareResult::text() const {
 }
 
 std::string compare_summary(const CompareResult& r) {
-  std::string s = cat("On ", fmt_int(r.images), " images", r.data.empty() ? "" : " of " + r.data, ", top-1 ",
+  std::string s = cat("B against A on ", fmt_int(r.images), " images: top-1 ",
                       pct(r.top1_a), " -> ", pct(r.top1_b), " (", signed_points(r.top1_diff_points()),
                       " points), top-5 ", pct(r.top5_a), " -> ", pct(r.top5_b), " (",
                       signed_points(r.top5_diff_points()), "); B agrees with A's prediction on ", pct(r.agreement),

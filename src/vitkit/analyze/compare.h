@@ -54,8 +54,8 @@ struct CompareResult {
   std::string text() const;
 };
 
-// One paragraph on what B costs against A, for commands to print (compress
-// --data, analyze compare).
+// One paragraph on what B costs against A, for other commands to print (e.g.
+// compress --data, after writing the compressed model).
 std::string compare_summary(const CompareResult& r);
 
 // Accumulates the comparison batch by batch; per image only its KL is kept.
