@@ -2,17 +2,23 @@
 //   reuse MODEL --data D --decimals 1,2,3,4 --images N [--attention] [--sample N]
 //         [--json] [--csv FILE] [--plot FILE.svg]: weights rounded to d decimals,
 //         accuracy lost and percentage hits counted exactly (docs/reuse.md).
+//   compare A [B] --data D [--pass SPEC ...] [--limit N] [--json]: B (a model
+//         file, or A with compression passes applied) against its reference A:
+//         top-1/top-5 of both, agreement, KL(A||B), per class (analyze/compare.h).
 #include <algorithm>
 #include <cstdio>
 #include <numeric>
 
 #include "commands.h"
 #include "common.h"
+#include "vitkit/analyze/compare.h"
 #include "vitkit/analyze/reuse.h"
+#include "vitkit/compress/pass.h"
 #include "vitkit/core/error.h"
 #include "vitkit/core/file.h"
 #include "vitkit/core/threads.h"
 #include "vitkit/io/preprocess.h"
+#include "vitkit/model/linear_apply.h"
 #include "vitkit/report/svg_plot.h"
 #include "vitkit/report/table.h"
 
@@ -285,12 +291,121 @@ void add_reuse(CLI::App* analyze) {
   cmd->callback([o] { run_reuse(*o); });
 }
 
+// ---------------------------------------------------------------- compare
+
+struct CompareCliOpts {
+  std::string a, b, data, split = "test";
+  std::vector<std::string> passes;
+  int64_t limit = 0, batch = 256;
+  LoadOptions load;
+  CommonOpts common;
+};
+
+// True when B is a pass spec ("round:decimals=2") rather than a model: it is
+// no existing file or preset and its name before ':' is a registered pass.
+// A spec-like B ("name:...") naming no pass is a usage error listing the passes;
+// anything else is left to load_model (a missing file).
+bool b_is_pass_spec(const std::string& b) {
+  if (file_exists(b) || is_preset_spec(b)) return false;
+  const std::string name = b.substr(0, b.find(':'));
+  for (const Pass* p : registered_passes())
+    if (p->name() == name) return true;
+  if (b.find(':') == std::string::npos) return false;
+  try {
+    find_pass(name);
+  } catch (const UsageError& e) {
+    throw UsageError(cat("B '", b, "' is no model file or preset, and as a pass spec: ", e.what()));
+  }
+  return false;
+}
+
+// Model B: A's clone with the passes applied (their records in `records`), or a model file.
+std::unique_ptr<ViT> load_b(const ViT& a, const CompareCliOpts& o, std::vector<nlohmann::json>& records) {
+  std::vector<std::string> specs = o.passes;
+  if (!o.b.empty() && b_is_pass_spec(o.b)) specs = {o.b};
+  if (specs.empty()) {
+    LoadOptions lo;  // --preset/--config/--arch/--map describe A; B is a vitkit file or preset
+    lo.seed = o.load.seed;
+    lo.strict = o.load.strict;
+    return load_model(o.b, lo);
+  }
+  std::unique_ptr<ViT> b = a.clone();
+  records = apply_passes(*b, specs);
+  return b;
+}
+
+void run_compare(const CompareCliOpts& o) {
+  apply_common(o.common);
+  if (o.b.empty() && o.passes.empty()) throw UsageError("give B (a model file or a pass spec) or --pass SPEC");
+  if (!o.b.empty() && !o.passes.empty()) throw UsageError("give B or --pass, not both (B = A with the --pass specs)");
+  auto a = load_model(o.a, o.load);
+  std::vector<nlohmann::json> records;
+  auto b = load_b(*a, o, records);
+  std::string b_desc = o.b.empty() ? "A" : o.b;
+  for (const std::string& p : o.passes) b_desc += " + " + p;
+  auto ds = open_dataset(o.data, o.split);
+  // Inference only from here, as in eval: the same weights layout gives the same logits.
+  pack_linears_for_inference(*a);
+  pack_linears_for_inference(*b);
+  if (!o.common.quiet) std::fprintf(stderr, "data: %s\n", ds->describe().c_str());
+  CompareOptions co;
+  co.limit = o.limit;
+  co.batch = o.batch;
+  co.progress = !o.common.quiet;
+  co.name_a = "A (" + o.a + ")";
+  co.name_b = "B (" + b_desc + ")";
+  const CompareResult r = compare_models(*a, *b, *ds, co);
+  if (o.common.json) {
+    nlohmann::json j = r.to_json();
+    j["a"]["model"] = o.a;
+    j["b"]["model"] = b_desc;
+    j["b"]["passes"] = records;
+    j["split"] = o.split;
+    j["threads"] = num_threads();
+    print_json(j);
+    return;
+  }
+  std::printf("A          %s (%s)\n", o.a.c_str(), a->cfg.name.c_str());
+  std::printf("B          %s%s\n", b_desc.c_str(), records.empty() ? "" : " (passes applied to A)");
+  std::printf("data       %s, %lld images\n\n", ds->describe().c_str(), (long long)r.images);
+  std::fputs(r.text().c_str(), stdout);
+}
+
+void add_compare(CLI::App* analyze) {
+  auto o = std::make_shared<CompareCliOpts>();
+  CLI::App* cmd = analyze->add_subcommand(
+      "compare", "Compare model B (e.g. compressed) with its reference A: top-1/top-5, agreement, KL(A||B), per class");
+  cmd->add_option("a", o->a, "Reference model A: a file (.safetensors, .pth) or preset (the model options apply)")
+      ->required();
+  cmd->add_option("b", o->b,
+                  "Model B: a vitkit model file or preset, or a pass spec NAME:key=value,... applied to a copy of A "
+                  "(omit it with --pass)");
+  cmd->add_option("--data", o->data, "fashion-mnist, mnist, cifar10, or a folder (IDX, CIFAR-10 binary, images)")
+      ->required();
+  cmd->add_option("--split", o->split, "train or test")->check(CLI::IsMember({"train", "test"}));
+  cmd->add_option("--limit", o->limit, "Only the first N images")->check(CLI::NonNegativeNumber);
+  cmd->add_option("--batch", o->batch, "Images per forward pass")->check(CLI::PositiveNumber);
+  cmd->add_option("--pass", o->passes, "B = A with NAME:key=value,... applied (repeatable; in order)")
+      ->allow_extra_args(false);
+  add_model_opts(cmd, o->load);
+  add_common(cmd, o->common);
+  cmd->footer(
+      "B - A differences are in points. Agreement: share of images where B's argmax equals A's. KL(A||B): per "
+      "image, sum_c p_A (log p_A - log p_B) of the softmaxes, in double; mean, median, p99, max over images.\n"
+      "Images whose logits hold NaN or infinities count as misses and disagreements and are reported.\n"
+      "The model options (--preset, --config, --arch, --map) describe A; B is read as a vitkit file (as written "
+      "by vitkit compress) or a preset.\n\n" +
+      passes_help());
+  cmd->callback([o] { run_compare(*o); });
+}
+
 }  // namespace
 
 void register_analyze(CLI::App& app) {
-  CLI::App* analyze = app.add_subcommand("analyze", "Studies of a model (reuse)");
+  CLI::App* analyze = app.add_subcommand("analyze", "Studies of a model (reuse, compare)");
   analyze->require_subcommand(1);
   add_reuse(analyze);
+  add_compare(analyze);
 }
 
 }  // namespace vitkit::cli

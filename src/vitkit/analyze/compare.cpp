@@ -1,0 +1,291 @@
+#include "vitkit/analyze/compare.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <numeric>
+
+#include "vitkit/core/error.h"
+#include "vitkit/core/progress.h"
+#include "vitkit/io/preprocess.h"
+#include "vitkit/model/forward.h"
+#include "vitkit/report/table.h"
+
+namespace vitkit {
+
+namespace {
+
+bool all_finite(const float* x, int C) {
+  for (int c = 0; c < C; ++c)
+    if (!std::isfinite(x[c])) return false;
+  return true;
+}
+
+// The predicted class: the first of the largest logits (torch.argmax's choice).
+int argmax(const float* x, int C) { return int(std::max_element(x, x + C) - x); }
+
+// Whether class y is among the k best of x, ties ranked by the lower index
+// (as a stable descending sort, and evaluate's top-5).
+bool in_top_k(const float* x, int C, int y, int k) {
+  int above = 0;
+  for (int c = 0; c < C; ++c) above += x[c] > x[y] || (x[c] == x[y] && c < y);
+  return above < k;
+}
+
+// log_softmax in double, in torch's form (x - max) - log(sum exp(x - max)).
+void log_softmax(const float* x, int C, double* out) {
+  const double mx = x[argmax(x, C)];
+  double s = 0;
+  for (int c = 0; c < C; ++c) s += std::exp(double(x[c]) - mx);
+  const double ls = std::log(s);
+  for (int c = 0; c < C; ++c) out[c] = (double(x[c]) - mx) - ls;
+}
+
+// KL(p_a || p_b) = sum_c p_a (log p_a - log p_b) from the log-softmaxes.
+// Rounding can leave identical distributions a hair below zero; KL is not.
+double kl_divergence(const double* la, const double* lb, int C) {
+  double kl = 0;
+  for (int c = 0; c < C; ++c) kl += std::exp(la[c]) * (la[c] - lb[c]);
+  return std::max(kl, 0.0);
+}
+
+// The q-quantile of sorted values, interpolated linearly (numpy's default).
+double quantile(const std::vector<double>& sorted, double q) {
+  const double pos = q * double(sorted.size() - 1);
+  const size_t lo = size_t(std::floor(pos)), hi = std::min(lo + 1, sorted.size() - 1);
+  return sorted[lo] + (pos - double(lo)) * (sorted[hi] - sorted[lo]);
+}
+
+KlStats kl_stats(std::vector<double> kl) {
+  KlStats s;
+  if (kl.empty()) return s;
+  std::sort(kl.begin(), kl.end());
+  s.mean = std::accumulate(kl.begin(), kl.end(), 0.0) / double(kl.size());
+  s.median = quantile(kl, 0.5);
+  s.p99 = quantile(kl, 0.99);
+  s.max = kl.back();
+  return s;
+}
+
+double fraction(int64_t part, int64_t whole) { return whole ? double(part) / double(whole) : 0; }
+
+std::string pct(double fraction) { return fmt_fixed(100 * fraction, 2) + "%"; }
+
+// "+0.40" / "-1.20": a difference in points.
+std::string signed_points(double points) {
+  std::string s = points >= 0 ? "+" : "";
+  return s += fmt_fixed(points, 2);
+}
+
+// The same model input: preprocessing both models' images once is enough.
+bool same_input(const ViTConfig& a, const ViTConfig& b) {
+  return a.image_size == b.image_size && a.channels == b.channels && a.pre.mean == b.pre.mean &&
+         a.pre.std == b.pre.std && a.pre.resize == b.pre.resize && a.pre.crop == b.pre.crop &&
+         a.pre.interpolation == b.pre.interpolation;
+}
+
+}  // namespace
+
+// ---- Accumulation ----------------------------------------------------------
+
+CompareAccumulator::CompareAccumulator(int classes)
+    : classes_(classes), class_images_(classes, 0), class_top1_a_(classes, 0), class_top1_b_(classes, 0) {
+  check(classes >= 1, "compare: ", classes, " classes");
+}
+
+void CompareAccumulator::add(const float* logits_a, const float* logits_b, const int* labels, int64_t n) {
+  const int C = classes_;
+  std::vector<double> la(C), lb(C);
+  for (int64_t i = 0; i < n; ++i) {
+    const float* a = logits_a + i * C;
+    const float* b = logits_b + i * C;
+    const int y = labels[i];
+    check(y >= 0 && y < C, "compare: label ", y, " of image ", n_ + i, " is outside the models' ", C, " classes");
+    class_images_[y]++;
+    // A non-finite row has no prediction (-1): a miss, and no agreement.
+    const int pa = all_finite(a, C) ? argmax(a, C) : -1, pb = all_finite(b, C) ? argmax(b, C) : -1;
+    nonfinite_a_ += pa < 0;
+    nonfinite_b_ += pb < 0;
+    class_top1_a_[y] += pa == y;
+    class_top1_b_[y] += pb == y;
+    top5_a_ += pa >= 0 && in_top_k(a, C, y, 5);
+    top5_b_ += pb >= 0 && in_top_k(b, C, y, 5);
+    if (pa < 0 || pb < 0) continue;
+    agree_ += pa == pb;
+    for (int c = 0; c < C; ++c) max_abs_diff_ = std::max(max_abs_diff_, std::fabs(double(a[c]) - double(b[c])));
+    log_softmax(a, C, la.data());
+    log_softmax(b, C, lb.data());
+    kl_.push_back(kl_divergence(la.data(), lb.data(), C));
+  }
+  n_ += n;
+}
+
+CompareResult CompareAccumulator::result() const {
+  CompareResult r;
+  r.images = n_;
+  r.classes = classes_;
+  r.class_names.resize(classes_);
+  for (int c = 0; c < classes_; ++c) r.class_names[c] = std::to_string(c);
+  r.per_class.resize(classes_);
+  int64_t top1_a = 0, top1_b = 0;
+  for (int c = 0; c < classes_; ++c) {
+    ClassCompare& pc = r.per_class[c];
+    pc.images = class_images_[c];
+    pc.top1_a = fraction(class_top1_a_[c], pc.images);
+    pc.top1_b = fraction(class_top1_b_[c], pc.images);
+    top1_a += class_top1_a_[c];
+    top1_b += class_top1_b_[c];
+  }
+  r.top1_a = fraction(top1_a, n_);
+  r.top1_b = fraction(top1_b, n_);
+  r.top5_a = fraction(top5_a_, n_);
+  r.top5_b = fraction(top5_b_, n_);
+  r.agreement = fraction(agree_, n_);
+  r.nonfinite_a = nonfinite_a_;
+  r.nonfinite_b = nonfinite_b_;
+  r.finite_images = int64_t(kl_.size());
+  r.kl = kl_stats(kl_);
+  r.max_abs_diff = max_abs_diff_;
+  return r;
+}
+
+CompareResult compare_logits(const Tensor& logits_a, const Tensor& logits_b, const std::vector<int>& labels) {
+  check(logits_a.dtype() == DType::F32 && logits_b.dtype() == DType::F32, "compare: logits must be float32");
+  check(logits_a.ndim() == 2 && logits_a.shape() == logits_b.shape(), "compare: logits of A ",
+        shape_str(logits_a.shape()), " and of B ", shape_str(logits_b.shape()), " must be the same (N, classes)");
+  const int64_t N = logits_a.dim(0);
+  check(int64_t(labels.size()) == N, "compare: ", N, " rows of logits but ", labels.size(), " labels");
+  CompareAccumulator acc(int(logits_a.dim(1)));
+  acc.add(logits_a.f32(), logits_b.f32(), labels.data(), N);
+  return acc.result();
+}
+
+// ---- Models on a dataset ---------------------------------------------------
+
+CompareResult compare_models(const ViT& a, const ViT& b, const Dataset& ds, const CompareOptions& o) {
+  const int C = a.cfg.classes;
+  check(b.cfg.classes == C, "compare: ", o.name_a, " has ", C, " classes but ", o.name_b, " has ", b.cfg.classes,
+        " (compare models of the same task)");
+  check(ds.classes() <= C, ds.describe(), " has ", ds.classes(), " classes but the models only ", C);
+  check(o.batch >= 1, "compare: batch ", o.batch, " must be >= 1");
+  const auto t0 = std::chrono::steady_clock::now();
+  const int64_t N = o.limit > 0 ? std::min(o.limit, ds.size()) : ds.size();
+  const bool shared_input = same_input(a.cfg, b.cfg);
+  CompareAccumulator acc(C);
+  Progress bar("compare", N);
+  Acts acts_a, acts_b;  // one set per model for all batches
+  std::vector<int> labels;
+  for (int64_t i = 0; i < N; i += o.batch) {
+    const int64_t n = std::min(o.batch, N - i);
+    std::vector<int64_t> idx(n);
+    std::iota(idx.begin(), idx.end(), i);
+    labels.resize(n);
+    for (int64_t k = 0; k < n; ++k) labels[k] = ds.label(i + k);
+    const Tensor xa = preprocess_batch(ds, idx, a.cfg);
+    const Tensor la = vit_predict(a, xa, acts_a);
+    const Tensor lb = vit_predict(b, shared_input ? xa : preprocess_batch(ds, idx, b.cfg), acts_b);
+    acc.add(la.f32(), lb.f32(), labels.data(), n);
+    if (o.progress) bar.update(i + n, "agreement " + pct(acc.agreement()));
+  }
+  if (o.progress) bar.finish("agreement " + pct(acc.agreement()));
+  CompareResult r = acc.result();
+  const std::vector<std::string> names = ds.class_names();
+  std::copy_n(names.begin(), std::min<size_t>(names.size(), r.class_names.size()), r.class_names.begin());
+  r.data = ds.describe();
+  r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  return r;
+}
+
+// ---- Output ----------------------------------------------------------------
+
+nlohmann::json CompareResult::to_json() const {
+  nlohmann::json j;
+  j["images"] = images;
+  j["classes"] = classes;
+  if (!data.empty()) j["data"] = data;
+  j["a"] = {{"top1", top1_a}, {"top5", top5_a}, {"nonfinite_images", nonfinite_a}};
+  j["b"] = {{"top1", top1_b}, {"top5", top5_b}, {"nonfinite_images", nonfinite_b}};
+  j["diff_points"] = {{"top1", top1_diff_points()}, {"top5", top5_diff_points()}};
+  j["agreement"] = agreement;
+  j["finite_images"] = finite_images;
+  if (finite_images > 0) {
+    j["kl"] = {{"mean", kl.mean}, {"median", kl.median}, {"p99", kl.p99}, {"max", kl.max}};
+    j["max_abs_logit_diff"] = max_abs_diff;
+  } else {
+    j["kl"] = nullptr;
+    j["max_abs_logit_diff"] = nullptr;
+  }
+  nlohmann::json pc = nlohmann::json::array();
+  for (int c = 0; c < classes; ++c)
+    pc.push_back({{"class", c},
+                  {"name", class_names[c]},
+                  {"images", per_class[c].images},
+                  {"top1_a", per_class[c].top1_a},
+                  {"top1_b", per_class[c].top1_b},
+                  {"diff_points", per_class[c].diff_points()}});
+  j["per_class"] = pc;
+  j["seconds"] = seconds;
+  return j;
+}
+
+namespace {
+
+std::string accuracy_table(const CompareResult& r) {
+  Table t({"", "A", "B", "B - A"});
+  t.right_align({1, 2, 3});
+  t.add({"top-1", pct(r.top1_a), pct(r.top1_b), signed_points(r.top1_diff_points())});
+  t.add({"top-5", pct(r.top5_a), pct(r.top5_b), signed_points(r.top5_diff_points())});
+  return t.text();
+}
+
+std::string agreement_lines(const CompareResult& r) {
+  std::string s = cat("agreement  ", pct(r.agreement), " of ", fmt_int(r.images),
+                      " images (B predicts the class A predicts)\n");
+  if (r.finite_images > 0) {
+    s += cat("KL(A||B)   mean ", fmt_si(r.kl.mean), ", median ", fmt_si(r.kl.median), ", p99 ", fmt_si(r.kl.p99),
+             ", max ", fmt_si(r.kl.max), " (nats, per image)\n");
+    s += cat("max |dA-B| ", fmt_si(r.max_abs_diff), " (largest logit difference)\n");
+  } else {
+    s += "KL(A||B)   - (no image has finite logits in both models)\n";
+  }
+  for (auto [model, count] : {std::pair{"A", r.nonfinite_a}, std::pair{"B", r.nonfinite_b}})
+    if (count > 0)
+      s += cat("non-finite ", fmt_int(count), " image(s) with NaN or infinite logits in ", model,
+               ": counted as misses and disagreements, left out of KL and max |dA-B|\n");
+  return s;
+}
+
+std::string class_table(const CompareResult& r) {
+  Table t({"class", "name", "images", "top-1 A", "top-1 B", "B - A"});
+  t.right_align({0, 2, 3, 4, 5});
+  for (int c = 0; c < r.classes; ++c) {
+    const ClassCompare& pc = r.per_class[c];
+    if (pc.images == 0) continue;
+    t.add({std::to_string(c), r.class_names[c], fmt_int(pc.images), pct(pc.top1_a), pct(pc.top1_b),
+           signed_points(pc.diff_points())});
+  }
+  return t.text();
+}
+
+}  // namespace
+
+std::string CompareResult::text() const {
+  return accuracy_table(*this) + "(B - A in points)\n\n" + agreement_lines(*this) + "\n" + class_table(*this);
+}
+
+std::string compare_summary(const CompareResult& r) {
+  std::string s = cat("B against A on ", fmt_int(r.images), " images: top-1 ",
+                      pct(r.top1_a), " -> ", pct(r.top1_b), " (", signed_points(r.top1_diff_points()),
+                      " points), top-5 ", pct(r.top5_a), " -> ", pct(r.top5_b), " (",
+                      signed_points(r.top5_diff_points()), "); B agrees with A's prediction on ", pct(r.agreement),
+                      " of them");
+  if (r.finite_images > 0)
+    s += cat("; KL(A||B) per image: mean ", fmt_si(r.kl.mean), ", p99 ", fmt_si(r.kl.p99), ", max ",
+             fmt_si(r.kl.max), "; largest logit difference ", fmt_si(r.max_abs_diff));
+  const int64_t bad = r.nonfinite_a + r.nonfinite_b;
+  if (bad > 0) s += cat("; ", fmt_int(bad), " image row(s) with NaN or infinite logits (A ", r.nonfinite_a, ", B ",
+                        r.nonfinite_b, ")");
+  return s + ".\n";
+}
+
+}  // namespace vitkit
