@@ -4,7 +4,12 @@
 
 #include "commands.h"
 #include "common.h"
+#include <optional>
+
+#include "vitkit/analyze/compare.h"
 #include "vitkit/compress/pass.h"
+#include "vitkit/io/dataset.h"
+#include "vitkit/model/linear_apply.h"
 #include "vitkit/core/error.h"
 #include "vitkit/report/table.h"
 
@@ -15,7 +20,7 @@ namespace {
 struct CompressOpts {
   std::string model, output, data, calib_split = "train";
   std::vector<std::string> passes;
-  int64_t calib = 512;
+  int64_t calib = 512, compare_limit = 1000;
   LoadOptions load;
   CommonOpts common;
 };
@@ -52,6 +57,8 @@ void run_compress(const CompressOpts& o) {
   if (need_calib && o.data.empty())
     throw UsageError("a pass needs calibration images: give --data DATASET (and --calib N, default 512)");
   auto model = load_model(o.model, o.load);
+  // With --data, the output is compared with the model as it came (analyze compare).
+  std::unique_ptr<ViT> original = o.data.empty() ? nullptr : model->clone();
   PassContext ctx;
   ctx.seed = o.load.seed;
   ctx.progress = !o.common.quiet;
@@ -62,13 +69,28 @@ void run_compress(const CompressOpts& o) {
   }
   const std::vector<nlohmann::json> records = apply_passes(*model, o.passes, ctx);
   save_model(*model, o.output);
+  std::optional<CompareResult> cmp;
+  if (original) {
+    auto ds = open_dataset(o.data, "test");
+    CompareOptions co;
+    co.limit = o.compare_limit;
+    co.progress = !o.common.quiet;
+    co.name_a = o.model;
+    co.name_b = o.output;
+    pack_linears_for_inference(*original);  // inference only from here
+    pack_linears_for_inference(*model);
+    cmp = compare_models(*original, *model, *ds, co);
+  }
   if (o.common.json) {
-    print_json({{"model", o.model}, {"output", o.output}, {"passes", records}, {"log", compression_log(*model)}});
+    nlohmann::json j{{"model", o.model}, {"output", o.output}, {"passes", records}, {"log", compression_log(*model)}};
+    if (cmp) j["compare"] = cmp->to_json();
+    print_json(j);
     return;
   }
   std::printf("model      %s\n", o.model.c_str());
   for (size_t i = 0; i < records.size(); ++i) print_record(i, records[i]);
   std::printf("output     %s\n", o.output.c_str());
+  if (cmp) std::printf("\n%s\n", compare_summary(*cmp).c_str());
 }
 
 }  // namespace
@@ -82,12 +104,17 @@ void register_compress(CLI::App& app) {
       ->allow_extra_args(false);
   cmd->add_option("-o,--output", o->output, "Output model (.safetensors)")->required();
   cmd->add_option("--data", o->data,
-                  "Dataset for calibration (passes that need it) (fashion-mnist, mnist, or a folder)");
+                  "Dataset (fashion-mnist, mnist, or a folder): calibration images for passes that need them, and "
+                  "the output compared with the input model on its test split");
   cmd->add_option("--calib", o->calib,
                   "Calibration images, taken balanced over classes from --calib-split (default 512)")
       ->check(CLI::PositiveNumber);
   cmd->add_option("--calib-split", o->calib_split, "Split the calibration images come from (default train)")
       ->check(CLI::IsMember({"train", "test"}));
+  cmd->add_option("--compare-limit", o->compare_limit,
+                  "With --data: compare the output with the input model on the first N test images (default 1000; "
+                  "0: all), as analyze compare does")
+      ->check(CLI::NonNegativeNumber);
   add_model_opts(cmd, o->load);
   add_common(cmd, o->common);
   cmd->footer(passes_help());

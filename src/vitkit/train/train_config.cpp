@@ -70,10 +70,9 @@ TrainConfig parse_train_config(const std::string& text, const std::string& name)
                            "); expected [model], [data], [train], [augment], [distill]"));
   TrainConfig c;
   c.source = text;
-  // [model]: ViTConfig keys (model/config.h), preset first.
-  if (!root.contains("model"))
-    throw UsageError(cat(name, ": no [model] section: give the architecture (preset = \"vit_b_16\", or image_size, "
-                           "patch, dim, depth, heads, mlp_dim, classes, ...)"));
+  // [model]: ViTConfig keys (model/config.h), preset first. Optional when
+  // fine-tuning (--init gives the architecture); the trainer checks.
+  c.has_model = root.contains("model");
   const toml::table& model = section(root, "model", name);
   std::vector<std::pair<std::string, std::string>> kv;
   for (auto& [k, v] : model) kv.emplace_back(std::string(k.str()), toml_text(v, std::string(k.str()), name + " [model]"));
@@ -83,7 +82,7 @@ TrainConfig parse_train_config(const std::string& text, const std::string& name)
     throw UsageError(cat(name, " [model]: ", e.what()));
   }
   try {
-    c.model.validate();
+    if (c.has_model) c.model.validate();
   } catch (const Error& e) {
     throw UsageError(cat(name, ": ", e.what()));
   }

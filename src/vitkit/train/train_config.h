@@ -42,6 +42,7 @@ struct TrainConfig {
   AugmentConfig augment;
   DistillConfig distill;
   std::string source;  // the TOML text, kept in checkpoints
+  bool has_model = true;  // the file has a [model] section (without one, --init must give the model)
 
   nlohmann::json to_json() const;
 };

@@ -137,6 +137,10 @@ Trainer::Trainer(TrainConfig cfg, TrainPaths paths, std::unique_ptr<ViT> init)
     // The fine-tuned model keeps its architecture; preprocessing follows it too.
     cfg_.model = model_->cfg;
   } else {
+    if (!cfg_.has_model)
+      throw UsageError("the train config has no [model] section: give the architecture (preset = \"vit_b_16\", or "
+                       "image_size, patch, dim, depth, heads, mlp_dim, classes, ...), or fine-tune a model with "
+                       "--init MODEL");
     model_ = std::make_unique<ViT>(cfg_.model);
     Rng rng(cfg_.seed);
     init_weights(*model_, rng);
