@@ -74,7 +74,7 @@ TEST_P(ShippedModel, SameLogitsAsTorchvision) {
   EXPECT_NEAR(double(correct) / n, res["top1"].get<double>(), 2.0 / n);
 }
 
-TEST_P(ShippedModel, ScoresItsModelCardOnTheFashionMnistTestSet) {
+TEST_P(ShippedModel, ScoresItsModelCardOnTheFashionMnistTestSetSlow) {
   const Shipped& s = GetParam();
   VITKIT_REQUIRE_FILE(model_path(s));
   VITKIT_REQUIRE_FILE(test::fashion_mnist_dir() + "/t10k-images-idx3-ubyte.gz");

@@ -8,6 +8,8 @@
 
 #include "commands.h"
 #include "common.h"
+#include "vitkit/core/file.h"
+#include "vitkit/io/safetensors.h"
 #include "vitkit/core/error.h"
 #include "vitkit/core/file.h"
 #include "vitkit/core/profile.h"
@@ -65,6 +67,14 @@ void run_train(const TrainOpts& o) {
   }
   std::unique_ptr<ViT> init;
   if (!o.init.empty()) init = load_model(o.init, o.load);
+  // Resuming the fine-tune of a compressed model: the checkpoint holds its
+  // layers' representations, so it is the model to continue (--init not needed).
+  if (init == nullptr && !o.resume.empty() && file_exists(o.resume) &&
+      SafetensorsReader(o.resume).metadata().count(kLayersKey)) {
+    LoadOptions lo;
+    lo.quiet_unused = true;  // optimizer state and latent weights: read by resume()
+    init = load_model(o.resume, lo);
+  }
   const TrainPaths p = TrainPaths::beside(out);
   Trainer t(cfg, p, std::move(init));
   if (!o.resume.empty()) t.resume(o.resume);

@@ -121,7 +121,7 @@ static void warn_non_finite(const std::string& where, const std::string& name, c
 }
 
 void load_weights(ViT& m, const TensorSource& src, bool strict, const std::set<std::string>& loaded,
-                  std::vector<std::string> missing) {
+                  std::vector<std::string> missing, bool quiet_unused) {
   const std::vector<SourceTensor> all = src.list();
   std::set<std::string> used = loaded;
   for (int i = 0; i < m.params.size(); ++i) {
@@ -147,7 +147,7 @@ void load_weights(ViT& m, const TensorSource& src, bool strict, const std::set<s
   std::vector<std::string> unused;
   for (auto& t : all)
     if (!used.count(t.name)) unused.push_back(t.name);
-  if (!unused.empty()) {
+  if (!unused.empty() && !quiet_unused) {
     if (strict) fail(src.path(), ": unused tensors (--strict): ", name_list(unused));
     warn(cat(src.path(), ": ignoring ", unused.size(), " unused tensor(s): ", name_list(unused)));
   }
@@ -309,7 +309,7 @@ std::unique_ptr<ViT> load_model(const std::string& spec, const LoadOptions& opt)
     check(m->find_linear(name) != nullptr, spec, ": metadata ", kLayersKey, " names layer '", name,
           "', which the model does not have");
   for (const std::string& n : missing) read.insert(n);  // reported with the others' by load_weights
-  load_weights(*m, r, opt.strict, read, missing);
+  load_weights(*m, r, opt.strict, read, missing, opt.quiet_unused);
   for (auto& [k, v] : r.metadata())
     if (k.rfind("vitkit.", 0) != 0) m->extra_metadata[k] = v;
   if (!log.empty()) m->extra_metadata[kCompressionKey] = log;

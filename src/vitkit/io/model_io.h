@@ -16,6 +16,7 @@ struct LoadOptions {
   std::string preset;  // --preset NAME: the architecture for a file without vitkit metadata
   std::string config;  // --config key=value,... or FILE.toml: overrides on top
   bool strict = false;  // unused tensors are errors (they are warnings otherwise)
+  bool quiet_unused = false;  // unused tensors are neither (a training checkpoint's optimizer state)
   uint64_t seed = 0;    // weights of a bare preset (random, torchvision's init)
   std::string arch;    // --arch LAYOUT: tensor names of a foreign checkpoint (io/layouts.h)
   std::string map;     // --map FILE: key map rules, tried before the layout's (io/keymap.h)
@@ -68,6 +69,6 @@ void append_compression_log(ViT& m, const nlohmann::json& record);
 // `missing` are names found missing already, reported with the others.
 class TensorSource;
 void load_weights(ViT& m, const TensorSource& src, bool strict, const std::set<std::string>& loaded = {},
-                  std::vector<std::string> missing = {});
+                  std::vector<std::string> missing = {}, bool quiet_unused = false);
 
 }  // namespace vitkit
