@@ -10,6 +10,8 @@
 #include <fstream>
 
 #include "test_util.h"
+#include "vitkit/io/dataset.h"
+#include "vitkit/io/preprocess.h"
 #include "vitkit/analyze/reuse.h"
 #include "vitkit/compress/pass.h"
 #include "vitkit/compress/round.h"
@@ -265,6 +267,60 @@ TEST(CompressCli, CompressThenAnalyzeReuse) {
   r = test::run_cli("analyze reuse " + model + " --data " + data + " --decimals 8 -q");
   EXPECT_EQ(r.code, 2);
   EXPECT_NE(r.err.find("--decimals"), std::string::npos) << r.err;
+}
+
+// compress --data: the output compared with the input model on the data's
+// test split (analyze compare's numbers), in JSON and as the summary line.
+TEST(CompressCli, WithDataComparesTheOutputWithTheInput) {
+  const std::string dir = test::temp_dir();
+  const std::string model = dir + "/model.safetensors", out = dir + "/b.safetensors";
+  save_model(*small_model(), model);
+  const std::string data = make_image_folder(dir + "/images");
+  test::CliResult r = test::run_cli("compress " + model + " --pass bf16 -o " + out + " --data " + data + " --json -q");
+  ASSERT_EQ(r.code, 0) << r.err;
+  const nlohmann::json j = parse(r.out);
+  ASSERT_TRUE(j.contains("compare")) << r.out;
+  EXPECT_EQ(j["compare"]["images"], 12);
+  const double agree = j["compare"]["agreement"].get<double>();
+  EXPECT_GE(agree, 0.0);
+  EXPECT_LE(agree, 1.0);
+  // The same numbers as analyze compare of the two files.
+  r = test::run_cli("analyze compare " + model + " " + out + " --data " + data + " --json -q");
+  ASSERT_EQ(r.code, 0) << r.err;
+  const nlohmann::json a = parse(r.out);
+  EXPECT_EQ(a["agreement"], j["compare"]["agreement"]);
+  EXPECT_EQ(a["kl"], j["compare"]["kl"]);
+  r = test::run_cli("compress " + model + " --pass round:decimals=1 -o " + dir + "/r.safetensors --data " + data);
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_NE(r.out.find("agrees"), std::string::npos) << r.out;
+  // Bad data fails before anything is written.
+  r = test::run_cli("compress " + model + " --pass bf16 -o " + dir + "/x.safetensors --data " + dir + "/nothing -q");
+  EXPECT_EQ(r.code, 1) << r.err;
+  EXPECT_NE(r.err.find("nothing"), std::string::npos) << r.err;
+  EXPECT_FALSE(file_exists(dir + "/x.safetensors"));
+}
+
+// A calibration set is the first N of a class-interleaved order: balanced,
+// deterministic, its indices and labels recorded.
+TEST(Calibration, BalancedOverClassesAndRecorded) {
+  const std::string dir = test::temp_dir();
+  const std::string data = make_image_folder(dir + "/images");  // 3 classes x 4 images, in class order
+  auto ds = open_dataset(data, "train");
+  EXPECT_EQ(balanced_indices(*ds, 5), (std::vector<int64_t>{0, 4, 8, 1, 5}));
+  EXPECT_EQ(balanced_indices(*ds, 0).size(), 12u);
+  EXPECT_EQ(balanced_indices(*ds, 100).size(), 12u);
+  auto m = small_model();
+  PassContext ctx;
+  load_calibration(ctx, *m, data, "train", 6);
+  ASSERT_TRUE(ctx.has_calibration());
+  EXPECT_EQ(ctx.calib.shape(), (Shape{6, 1, 8, 8}));
+  EXPECT_EQ(ctx.calib_labels, (std::vector<int>{0, 1, 2, 0, 1, 2}));
+  EXPECT_EQ(ctx.calib_indices, (std::vector<int64_t>{0, 4, 8, 1, 5, 9}));
+  EXPECT_NE(ctx.calib_source.find("images"), std::string::npos) << ctx.calib_source;
+  // The images are the model's preprocessing of those files.
+  const Tensor want = preprocess_batch(*ds, ctx.calib_indices, m->cfg);
+  EXPECT_TRUE(test::bit_equal(ctx.calib, want));
+  EXPECT_THROW(load_calibration(ctx, *m, dir + "/nothing", "train", 6), Error);
 }
 
 TEST(SvgPlot, TicksAndDocument) {

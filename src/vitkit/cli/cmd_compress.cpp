@@ -56,8 +56,10 @@ void run_compress(const CompressOpts& o) {
   const bool need_calib = passes_need_calibration(o.passes);  // validates every spec before any work
   if (need_calib && o.data.empty())
     throw UsageError("a pass needs calibration images: give --data DATASET (and --calib N, default 512)");
+  // With --data, the output is compared with the model as it came (analyze
+  // compare) on the test split: opened first, so that bad data fails before any work.
+  std::unique_ptr<Dataset> test_split = o.data.empty() ? nullptr : open_dataset(o.data, "test");
   auto model = load_model(o.model, o.load);
-  // With --data, the output is compared with the model as it came (analyze compare).
   std::unique_ptr<ViT> original = o.data.empty() ? nullptr : model->clone();
   PassContext ctx;
   ctx.seed = o.load.seed;
@@ -71,7 +73,6 @@ void run_compress(const CompressOpts& o) {
   save_model(*model, o.output);
   std::optional<CompareResult> cmp;
   if (original) {
-    auto ds = open_dataset(o.data, "test");
     CompareOptions co;
     co.limit = o.compare_limit;
     co.progress = !o.common.quiet;
@@ -79,7 +80,7 @@ void run_compress(const CompressOpts& o) {
     co.name_b = o.output;
     pack_linears_for_inference(*original);  // inference only from here
     pack_linears_for_inference(*model);
-    cmp = compare_models(*original, *model, *ds, co);
+    cmp = compare_models(*original, *model, *test_split, co);
   }
   if (o.common.json) {
     nlohmann::json j{{"model", o.model}, {"output", o.output}, {"passes", records}, {"log", compression_log(*model)}};
