@@ -10,7 +10,10 @@
 
 #include "vitkit/core/file.h"
 #include "vitkit/core/rng.h"
+#include "vitkit/model/backward.h"
+#include "vitkit/model/forward.h"
 #include "vitkit/model/init.h"
+#include "vitkit/train/losses.h"
 
 namespace vitkit::test {
 
@@ -134,6 +137,19 @@ Tensor random_images(const ViTConfig& c, int64_t B, uint64_t seed) {
   Rng rng(seed);
   for (int64_t i = 0; i < x.numel(); ++i) x.f32()[i] = rng.normal();
   return x;
+}
+
+float loss_and_grads(const ViT& m, const Tensor& x, const int* labels, float smoothing, Tensor& grads) {
+  const int64_t B = x.dim(0), C = m.cfg.classes;
+  Acts acts;
+  acts.plan(m.cfg, B, true);
+  vit_forward(m, x.f32(), B, acts);
+  std::vector<float> dlogits(size_t(B * C));
+  const float loss = cross_entropy_forward_backward(acts.logits(), labels, B, C, smoothing, dlogits.data());
+  grads = m.params.zeros_like();
+  BackWork work;
+  vit_backward(m, acts, dlogits.data(), grads.f32(), work);
+  return loss;
 }
 
 }  // namespace vitkit::test

@@ -55,6 +55,12 @@ std::vector<float> param_values(const ViT& m);
 // Images (B, C, S, S) of N(0, 1) values.
 Tensor random_images(const ViTConfig& c, int64_t B, uint64_t seed);
 
+// Cross-entropy (label smoothing `smoothing`, mean over the batch) of m on
+// images x (B, C, S, S) with labels (B): the loss, and grads (a new buffer in
+// m's gradient layout) = d loss / d params, by vit_forward (training mode) and
+// vit_backward.
+float loss_and_grads(const ViT& m, const Tensor& x, const int* labels, float smoothing, Tensor& grads);
+
 }  // namespace vitkit::test
 
 // Skips the test when a file does not exist.
