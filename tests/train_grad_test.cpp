@@ -18,20 +18,6 @@ using namespace vitkit;
 
 namespace {
 
-// Loss and gradients of cross-entropy (label smoothing 0.1) on one batch.
-float loss_and_grads(const ViT& m, const Tensor& x, const int* labels, Tensor& grads) {
-  const int64_t B = x.dim(0), C = m.cfg.classes;
-  Acts acts;
-  acts.plan(m.cfg, B, true);
-  vit_forward(m, x.f32(), B, acts);
-  std::vector<float> dlogits(B * C);
-  float loss = cross_entropy_forward_backward(acts.logits(), labels, B, C, 0.1f, dlogits.data());
-  grads = m.params.zeros_like();
-  BackWork work;
-  vit_backward(m, acts, dlogits.data(), grads.f32(), work);
-  return loss;
-}
-
 void check_grads(const std::string& name) {
   const std::string io = test::ref_path("grad/" + name + ".io.safetensors");
   VITKIT_REQUIRE_FILE(io);
@@ -39,7 +25,7 @@ void check_grads(const std::string& name) {
   SafetensorsReader r(io);
   Tensor x = r.read("input"), y = r.read("labels"), want_loss = r.read("loss");
   Tensor grads;
-  float loss = loss_and_grads(*m, x, y.data<int>(), grads);
+  float loss = test::loss_and_grads(*m, x, y.data<int>(), 0.1f, grads);
   EXPECT_NEAR(loss, want_loss.f32()[0], 1e-5 * std::fabs(want_loss.f32()[0])) << name;
   for (const ParamInfo& p : m->params.entries()) {
     Tensor want = r.read("grad." + p.name);
@@ -72,7 +58,7 @@ TEST(TrainGrad, AdamWTwentyStepsMatchPyTorch) {
   for (int64_t s = 0; s < steps; ++s) {
     Tensor x = xs.slice(s, s + 1).reshape({B, xs.dim(2), xs.dim(3), xs.dim(4)});
     Tensor grads;
-    float loss = loss_and_grads(*m, x, ys.data<int>() + s * B, grads);
+    float loss = test::loss_and_grads(*m, x, ys.data<int>() + s * B, 0.1f, grads);
     EXPECT_NEAR(loss, losses.f32()[s], 1e-4) << "step " << s;
     clip_grad_norm(m->params, grads.f32(), 1.0f);
     opt.step(m->params, grads.f32(), lrs.f32()[s]);

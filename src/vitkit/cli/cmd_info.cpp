@@ -91,8 +91,10 @@ void run_info(const InfoOpts& o) {
   // Per kind: MACs per block and in all.
   const std::vector<std::string> kinds{"patch", "qkv", "attn_scores", "attn_values", "out_proj", "fc1", "fc2", "head"};
   std::map<std::string, int64_t> kind_total, kind_one, kind_count, kind_params, kind_bytes;
+  std::map<std::string, bool> kind_varies;  // blocks of different shapes: no one "MACs each"
   for (auto& l : costs) {
     kind_total[l.kind] += l.macs;
+    if (kind_count[l.kind] && kind_one[l.kind] != l.macs) kind_varies[l.kind] = true;
     kind_one[l.kind] = l.macs;
     kind_count[l.kind]++;
     kind_params[l.kind] += l.params;
@@ -101,8 +103,9 @@ void run_info(const InfoOpts& o) {
   const std::map<std::string, std::string> kind_reprs = reprs_by_kind(costs);
   nlohmann::json by_kind = nlohmann::json::object();
   for (auto& k : kinds) {
-    by_kind[k] = {{"macs_each", kind_one[k]}, {"count", kind_count[k]}, {"macs", kind_total[k]},
-                  {"share", double(kind_total[k]) / double(macs)}, {"params", kind_params[k]}, {"bytes", kind_bytes[k]}};
+    by_kind[k] = {{"count", kind_count[k]}, {"macs", kind_total[k]}, {"share", double(kind_total[k]) / double(macs)},
+                  {"params", kind_params[k]}, {"bytes", kind_bytes[k]}};
+    if (!kind_varies[k]) by_kind[k]["macs_each"] = kind_one[k];
     if (kind_reprs.count(k)) by_kind[k]["repr"] = kind_reprs.at(k);
   }
   j["macs_by_kind"] = by_kind;
@@ -146,7 +149,8 @@ void run_info(const InfoOpts& o) {
   Table t({"layer", "repr", "MACs each", "count", "MACs", "share", "params", "bytes"});
   t.right_align({2, 3, 4, 5, 6, 7});
   for (auto& k : kinds)
-    t.add({k, kind_reprs.count(k) ? kind_reprs.at(k) : "", fmt_int(kind_one[k]), std::to_string(kind_count[k]),
+    t.add({k, kind_reprs.count(k) ? kind_reprs.at(k) : "", kind_varies[k] ? "varies" : fmt_int(kind_one[k]),
+           std::to_string(kind_count[k]),
            fmt_int(kind_total[k]), fmt_fixed(100.0 * double(kind_total[k]) / double(macs), 2) + "%",
            kind_params[k] ? fmt_int(kind_params[k]) : "", kind_bytes[k] ? fmt_int(kind_bytes[k]) : ""});
   t.add({"other", "f32", "", "", "", "", fmt_int(total.other_params), fmt_int(4 * total.other_params)});

@@ -29,7 +29,7 @@ void ViTConfig::validate() const {
   need(depth >= 0 && depth <= 1024, cat("depth must be in 0..1024, got ", depth));
   need(heads > 0 && heads <= 4096, cat("heads must be in 1..4096, got ", heads));
   need(head_dim >= 0 && head_dim <= 65536, cat("head_dim must be in 0..65536 (0: dim / heads), got ", head_dim));
-  need(head_dim > 0 || dim % heads == 0,
+  need(!blocks.empty() || head_dim > 0 || dim % heads == 0,
        cat("heads must divide dim (dim ", dim, ", heads ", heads, ") unless head_dim is given"));
   need(mlp_dim > 0 && mlp_dim <= 1 << 20, cat("mlp_dim must be in 1..1048576, got ", mlp_dim));
   need(blocks.empty() || int(blocks.size()) == depth,
