@@ -38,7 +38,7 @@ void Bf16Linear::end_training() {
   pack();
 }
 
-// X (M, in) -> bf16 in this thread's buffer; Y = act(bf16(X) W^T + b) (+ Y)
+// X (M, in) -> bf16 in this thread's buffer; Y = act(bf16(X) W^T + b (+ Y))
 void Bf16Linear::forward(const float* X, float* Y, int64_t M, Activation act, bool accumulate) const {
   thread_local std::vector<uint16_t> xb;  // grows to the largest input; calls on one thread do not nest
   const int64_t n = M * in_;

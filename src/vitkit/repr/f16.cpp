@@ -45,7 +45,7 @@ void F16Linear::widen(float* out) const {
 #endif
 }
 
-// W widened (out, in) in this thread's scratch; Y = act(X W^T + b) (+ Y)
+// W widened (out, in) in this thread's scratch; Y = act(X W^T + b (+ Y))
 void F16Linear::forward(const float* X, float* Y, int64_t M, Activation act, bool accumulate) const {
   float* w = thread_scratch_f32(int64_t(in_) * out_, 1);
   widen(w);

@@ -62,9 +62,10 @@ class LinearRepr {
   int in() const { return in_; }
   int out() const { return out_; }
 
-  // Y (M, out) = act(X (M, in) W^T + b) (+ Y's previous content when
-  // accumulate). Called by several threads at once (per-image inference): no
-  // shared scratch.
+  // Y (M, out) = act(X (M, in) W^T + b (+ Y's previous content when
+  // accumulate)): the previous content is added before the activation, as the
+  // GEMM's sum-then-eltwise epilogue does (kernels/gemm.h). Called by several
+  // threads at once (per-image inference): no shared scratch.
   virtual void forward(const float* X, float* Y, int64_t M, Activation act, bool accumulate) const = 0;
 
   // ---- training

@@ -17,7 +17,7 @@ class RoundLinear : public SteRepr {
   RoundLinear(const float* W, int in, int out, Tensor bias, int decimals, bool inputs);
   std::string kind() const override { return "round"; }
   std::string describe() const override;
-  // Y = act(R(X) W^T + b) (+ Y), R rounding X when inputs() is set.
+  // Y = act(R(X) W^T + b (+ Y)), R rounding X when inputs() is set.
   void forward(const float* X, float* Y, int64_t M, Activation act, bool accumulate) const override;
   std::unique_ptr<LinearRepr> clone() const override;
   const float* plain_weight(std::vector<float>&) const override { return w_.f32(); }
