@@ -7,7 +7,7 @@
 
 namespace vitkit {
 
-// Y (M, l.out) = act(X (M, l.in) W^T + b), plus Y's previous content when accumulate.
+// Y (M, l.out) = act(X (M, l.in) W^T + b + Y) with accumulate (Y added before the activation), else act(X W^T + b).
 void linear_apply(const Linear& l, const float* X, float* Y, int64_t M, Activation act = Activation::None,
                   bool accumulate = false);
 
