@@ -53,7 +53,11 @@ void catch_stop_signals() {
 void run_train(const TrainOpts& o) {
   catch_stop_signals();
   apply_common(o.common);
-  TrainConfig cfg = load_train_config(o.config);
+  // Resuming the fine-tune of a compressed model: the checkpoint holds its
+  // layers' representations, so it is the model to continue (--init not needed).
+  const bool from_checkpoint = o.init.empty() && !o.resume.empty() && file_exists(o.resume) &&
+                               SafetensorsReader(o.resume).metadata().count(kLayersKey);
+  TrainConfig cfg = load_train_config(o.config, !o.init.empty() || from_checkpoint);
   if (o.epochs > 0) cfg.epochs = o.epochs;
   if (o.limit > 0) cfg.train_limit = o.limit;
   prof::set_enabled(o.profile);
@@ -67,10 +71,7 @@ void run_train(const TrainOpts& o) {
   }
   std::unique_ptr<ViT> init;
   if (!o.init.empty()) init = load_model(o.init, o.load);
-  // Resuming the fine-tune of a compressed model: the checkpoint holds its
-  // layers' representations, so it is the model to continue (--init not needed).
-  if (init == nullptr && !o.resume.empty() && file_exists(o.resume) &&
-      SafetensorsReader(o.resume).metadata().count(kLayersKey)) {
+  if (from_checkpoint) {
     LoadOptions lo;
     lo.quiet_unused = true;  // optimizer state and latent weights: read by resume()
     init = load_model(o.resume, lo);

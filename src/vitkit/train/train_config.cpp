@@ -57,7 +57,7 @@ const toml::table& section(const toml::table& root, const char* name, const std:
 
 }  // namespace
 
-TrainConfig parse_train_config(const std::string& text, const std::string& name) {
+TrainConfig parse_train_config(const std::string& text, const std::string& name, bool model_optional) {
   toml::table root;
   try {
     root = toml::parse(text, name);
@@ -71,8 +71,11 @@ TrainConfig parse_train_config(const std::string& text, const std::string& name)
   TrainConfig c;
   c.source = text;
   // [model]: ViTConfig keys (model/config.h), preset first. Optional when
-  // fine-tuning (--init gives the architecture); the trainer checks.
+  // fine-tuning (--init gives the architecture).
   c.has_model = root.contains("model");
+  if (!c.has_model && !model_optional)
+    throw UsageError(cat(name, ": no [model] section: give the architecture (preset = \"vit_b_16\", or image_size, "
+                           "patch, dim, depth, heads, mlp_dim, classes, ...), or fine-tune a model with --init MODEL"));
   const toml::table& model = section(root, "model", name);
   std::vector<std::pair<std::string, std::string>> kv;
   for (auto& [k, v] : model) kv.emplace_back(std::string(k.str()), toml_text(v, std::string(k.str()), name + " [model]"));
@@ -145,9 +148,9 @@ TrainConfig parse_train_config(const std::string& text, const std::string& name)
   return c;
 }
 
-TrainConfig load_train_config(const std::string& path) {
+TrainConfig load_train_config(const std::string& path, bool model_optional) {
   if (!file_exists(path)) throw UsageError(cat("train config ", path, " does not exist"));
-  return parse_train_config(read_text_file(path), path);
+  return parse_train_config(read_text_file(path), path, model_optional);
 }
 
 nlohmann::json TrainConfig::to_json() const {

@@ -48,8 +48,9 @@ struct TrainConfig {
 };
 
 // Reads and validates a TOML train config; errors name the file, key and line.
-TrainConfig load_train_config(const std::string& path);
+// model_optional: no [model] section is fine (a fine-tune: --init gives the model).
+TrainConfig load_train_config(const std::string& path, bool model_optional = false);
 // Parses TOML text (name is used in errors).
-TrainConfig parse_train_config(const std::string& text, const std::string& name);
+TrainConfig parse_train_config(const std::string& text, const std::string& name, bool model_optional = false);
 
 }  // namespace vitkit
