@@ -365,6 +365,8 @@ void linear(const float* X, const WeightOperand& W, const float* bias, float* Y,
     check(P.type == want && !P.int8 && P.N == N && P.K == K, "linear: the packed weight (", P.N, "x", P.K,
           ") is not a packed ", type_name(W.type), " ", N, "x", K, " weight (pack_weight for F32, ",
           "pack_weight_bf16 for BF16)");
+    check(P.own || W.data, "linear: the packed F32 weight (", N, "x", K, ") lives in place, but WeightOperand::data ",
+          "(where pack_weight wrote it) is null");
   } else {
     check(W.data != nullptr, "linear: ", type_name(W.type), " weight (", N, "x", K, ") has no data");
   }

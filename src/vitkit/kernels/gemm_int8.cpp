@@ -467,10 +467,43 @@ void pack_panel(const uint8_t* W, const Geometry& g, int64_t j, uint8_t* out) {
   }
 }
 
+// The pair of s16 at p in all 8 lanes (vbroadcastss; the A buffer is only
+// written through intrinsics and int16 stores in other functions).
 inline __m256i bcast_pair(const int16_t* p) {
-  float f;
-  std::memcpy(&f, p, 4);
-  return _mm256_castps_si256(_mm256_set1_ps(f));
+  return _mm256_castps_si256(_mm256_broadcast_ss(reinterpret_cast<const float*>(p)));
+}
+
+// s32 sums of R rows of A (row stride lda, s16 pairs) times gp pairs of the
+// panel B into acc (R x 16). Its own function: inlined into the group loop,
+// GCC kept the 12 accumulators on the stack.
+template <int R, bool U8W>
+__attribute__((noinline)) void kloop(const int16_t* a, int64_t lda, const uint8_t* b, int64_t gp, int32_t* acc) {
+  __m256i c00 = _mm256_setzero_si256(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00, c30 = c00, c31 = c00,
+          c40 = c00, c41 = c00, c50 = c00, c51 = c00;
+  for (int64_t p = 0; p < gp; ++p) {
+    const __m128i* bp = reinterpret_cast<const __m128i*>(b + p * 32);
+    const __m256i b0 = U8W ? _mm256_cvtepu8_epi16(_mm_loadu_si128(bp)) : _mm256_cvtepi8_epi16(_mm_loadu_si128(bp));
+    const __m256i b1 =
+        U8W ? _mm256_cvtepu8_epi16(_mm_loadu_si128(bp + 1)) : _mm256_cvtepi8_epi16(_mm_loadu_si128(bp + 1));
+#define VK_ROW(i, x0, x1)                                 \
+  if constexpr (R > i) {                                  \
+    const __m256i av = bcast_pair(a + i * lda + 2 * p);   \
+    x0 = _mm256_add_epi32(x0, _mm256_madd_epi16(av, b0)); \
+    x1 = _mm256_add_epi32(x1, _mm256_madd_epi16(av, b1)); \
+  }
+    VK_ROW(0, c00, c01) VK_ROW(1, c10, c11) VK_ROW(2, c20, c21) VK_ROW(3, c30, c31) VK_ROW(4, c40, c41)
+    VK_ROW(5, c50, c51)
+#undef VK_ROW
+  }
+  __m256i* o = reinterpret_cast<__m256i*>(acc);
+#define VK_OUT(i, x0, x1)                  \
+  if constexpr (R > i) {                   \
+    _mm256_store_si256(o + 2 * i, x0);     \
+    _mm256_store_si256(o + 2 * i + 1, x1); \
+  }
+  VK_OUT(0, c00, c01) VK_OUT(1, c10, c11) VK_OUT(2, c20, c21) VK_OUT(3, c30, c31) VK_OUT(4, c40, c41)
+  VK_OUT(5, c50, c51)
+#undef VK_OUT
 }
 
 // One tile: R rows (A: row stride lda, padded layout) times one panel B, for
@@ -480,53 +513,33 @@ inline __m256i bcast_pair(const int16_t* p) {
 template <int R, bool U8W, bool ZP>
 void tile(const int16_t* A, int64_t lda, const uint8_t* B, int64_t G, int64_t gp, const float* st,
           const int32_t* zt, const int32_t* gs, float* fa) {
+  alignas(32) int32_t acc[MR * NR];
   for (int64_t g = 0; g < G; ++g) {
-    __m256i c00 = _mm256_setzero_si256(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00, c30 = c00,
-            c31 = c00, c40 = c00, c41 = c00, c50 = c00, c51 = c00;
-    const uint8_t* b = B + g * gp * 32;
-    const int16_t* a = A + g * gp * 2;
-    for (int64_t p = 0; p < gp; ++p) {
-      const __m128i* bp = reinterpret_cast<const __m128i*>(b + p * 32);
-      const __m256i b0 = U8W ? _mm256_cvtepu8_epi16(_mm_loadu_si128(bp)) : _mm256_cvtepi8_epi16(_mm_loadu_si128(bp));
-      const __m256i b1 =
-          U8W ? _mm256_cvtepu8_epi16(_mm_loadu_si128(bp + 1)) : _mm256_cvtepi8_epi16(_mm_loadu_si128(bp + 1));
-#define VK_ROW(i, x0, x1)                                          \
-  if constexpr (R > i) {                                           \
-    const __m256i av = bcast_pair(a + i * lda + 2 * p);            \
-    x0 = _mm256_add_epi32(x0, _mm256_madd_epi16(av, b0));          \
-    x1 = _mm256_add_epi32(x1, _mm256_madd_epi16(av, b1));          \
-  }
-      VK_ROW(0, c00, c01) VK_ROW(1, c10, c11) VK_ROW(2, c20, c21) VK_ROW(3, c30, c31) VK_ROW(4, c40, c41)
-      VK_ROW(5, c50, c51)
-#undef VK_ROW
-    }
+    kloop<R, U8W>(A + g * gp * 2, lda, B + g * gp * 32, gp, acc);
     const __m256 s0 = _mm256_loadu_ps(st + g * NR), s1 = _mm256_loadu_ps(st + g * NR + 8);
     __m256i z0 = _mm256_setzero_si256(), z1 = z0;
     if constexpr (ZP) {
       z0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(zt + g * NR));
       z1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(zt + g * NR + 8));
     }
-#define VK_FOLD(i, x0, x1)                                                              \
-  if constexpr (R > i) {                                                                \
-    __m256i t0 = x0, t1 = x1;                                                           \
-    if constexpr (ZP) {                                                                 \
-      const __m256i sv = _mm256_set1_epi32(gs[i * G + g]);                              \
-      t0 = _mm256_sub_epi32(t0, _mm256_mullo_epi32(z0, sv));                            \
-      t1 = _mm256_sub_epi32(t1, _mm256_mullo_epi32(z1, sv));                            \
-    }                                                                                   \
-    const __m256 f0 = _mm256_cvtepi32_ps(t0), f1 = _mm256_cvtepi32_ps(t1);              \
-    float* o = fa + i * NR;                                                             \
-    if (g == 0) {                                                                       \
-      _mm256_storeu_ps(o, _mm256_mul_ps(s0, f0));                                       \
-      _mm256_storeu_ps(o + 8, _mm256_mul_ps(s1, f1));                                   \
-    } else {                                                                            \
-      _mm256_storeu_ps(o, _mm256_fmadd_ps(s0, f0, _mm256_loadu_ps(o)));                 \
-      _mm256_storeu_ps(o + 8, _mm256_fmadd_ps(s1, f1, _mm256_loadu_ps(o + 8)));         \
-    }                                                                                   \
-  }
-    VK_FOLD(0, c00, c01) VK_FOLD(1, c10, c11) VK_FOLD(2, c20, c21) VK_FOLD(3, c30, c31) VK_FOLD(4, c40, c41)
-    VK_FOLD(5, c50, c51)
-#undef VK_FOLD
+    for (int i = 0; i < R; ++i) {
+      __m256i t0 = _mm256_load_si256(reinterpret_cast<const __m256i*>(acc + i * NR));
+      __m256i t1 = _mm256_load_si256(reinterpret_cast<const __m256i*>(acc + i * NR + 8));
+      if constexpr (ZP) {
+        const __m256i sv = _mm256_set1_epi32(gs[i * G + g]);
+        t0 = _mm256_sub_epi32(t0, _mm256_mullo_epi32(z0, sv));
+        t1 = _mm256_sub_epi32(t1, _mm256_mullo_epi32(z1, sv));
+      }
+      const __m256 f0 = _mm256_cvtepi32_ps(t0), f1 = _mm256_cvtepi32_ps(t1);
+      float* o = fa + i * NR;
+      if (g == 0) {
+        _mm256_store_ps(o, _mm256_mul_ps(s0, f0));
+        _mm256_store_ps(o + 8, _mm256_mul_ps(s1, f1));
+      } else {
+        _mm256_store_ps(o, _mm256_fmadd_ps(s0, f0, _mm256_load_ps(o)));
+        _mm256_store_ps(o + 8, _mm256_fmadd_ps(s1, f1, _mm256_load_ps(o + 8)));
+      }
+    }
   }
 }
 
@@ -597,71 +610,70 @@ void run_s16(const float* X, const WeightOperand& W, const Geometry& g, const ui
              float* Y, int64_t M, Activation act, bool accumulate, const InputQuant& xq) {
   const int qmax = (1 << xq.bits) - 1;
   const bool zp = W.zeros != nullptr, u8w = W.type == WeightType::U8;
-  const int64_t mtiles = (M + MR - 1) / MR, tiles = mtiles * g.panels;
-  thread_local Scratch a_buf, gs_buf, sx_buf;
+  const int64_t P = g.panels, mtiles = (M + MR - 1) / MR, tsize = g.G * NR;
+  thread_local Scratch a_buf, gs_buf, sx_buf, w_buf, st_buf, zt_buf;
   int16_t* A = a_buf.get<int16_t>(size_t(M * g.Kp));
   int32_t* gs = zp ? gs_buf.get<int32_t>(size_t(M * g.G)) : nullptr;
   float* sx = sx_buf.get<float>(size_t(M));
+  uint8_t* packing = panels ? nullptr : w_buf.get<uint8_t>(size_t(P * g.Kp * NR));
+  const uint8_t* B = panels ? panels : packing;
+  // Per panel j, group gi: its 16 columns' scales (and zero points), st[(j G + gi) 16 + c].
+  float* st = st_buf.get<float>(size_t(P * tsize));
+  int32_t* zt = zp ? zt_buf.get<int32_t>(size_t(P * tsize)) : nullptr;
 
-  auto quant_rows = [&](int64_t lo, int64_t hi) {
-    for (int64_t m = lo; m < hi; ++m) {
+  // Quantized rows, packed panels (plain W) and the tables, split among threads.
+  auto prepare = [&](int t, int n) {
+    for (int64_t m = M * t / n; m < M * (t + 1) / n; ++m) {
       const RowQ rq = row_params(X + m * g.K, g.K, xq, qmax);
       sx[m] = rq.s;
       quant_row_s16(X + m * g.K, g, rq, qmax, A + m * g.Kp, zp ? gs + m * g.G : nullptr);
     }
-  };
-  // Tiles lo .. hi - 1 in panel-major order; each thread packs the panels it
-  // works on (plain W) and their scale (and zero point) tables.
-  auto run_tiles = [&](int64_t lo, int64_t hi) {
-    thread_local Scratch panel_buf, st_buf, zt_buf;
-    alignas(32) float fa[MR * NR];
-    const int64_t tsize = g.G * NR;
-    float* st = st_buf.get<float>(size_t(tsize));
-    int32_t* zt = zp ? zt_buf.get<int32_t>(size_t(tsize)) : nullptr;
-    const uint8_t* B = nullptr;
-    int64_t cur = -1;
-    for (int64_t t = lo; t < hi; ++t) {
-      const int64_t j = t / mtiles, mt = t % mtiles;
-      const int64_t n0 = j * NR;
-      const int nv = int(std::min<int64_t>(NR, g.N - n0));
-      if (j != cur) {
-        cur = j;
-        if (panels) {
-          B = panels + j * g.Kp * NR;
-        } else {
-          uint8_t* pb = panel_buf.get<uint8_t>(size_t(g.Kp * NR));
-          pack_panel(static_cast<const uint8_t*>(W.data), g, j, pb);
-          B = pb;
+    for (int64_t j = P * t / n; j < P * (t + 1) / n; ++j) {
+      if (packing) pack_panel(static_cast<const uint8_t*>(W.data), g, j, packing + j * g.Kp * NR);
+      for (int64_t gi = 0; gi < g.G; ++gi)
+        for (int c = 0; c < NR; ++c) {
+          const int64_t n = j * NR + c, i = (j * g.G + gi) * NR + c;
+          const int64_t idx = W.granularity == ScaleGranularity::Tensor    ? 0
+                              : W.granularity == ScaleGranularity::Channel ? n
+                                                                            : n * g.G + gi;
+          st[i] = n < g.N ? W.scales[idx] : 0.f;
+          if (zp) zt[i] = n < g.N ? W.zeros[idx] : 0;
         }
-        for (int64_t gi = 0; gi < g.G; ++gi)
-          for (int c = 0; c < NR; ++c) {
-            const int64_t n = n0 + c;
-            const int64_t idx = W.granularity == ScaleGranularity::Tensor ? 0
-                                : W.granularity == ScaleGranularity::Channel ? n
-                                                                              : n * g.G + gi;
-            st[gi * NR + c] = c < nv ? W.scales[idx] : 0.f;
-            if (zp) zt[gi * NR + c] = c < nv ? W.zeros[idx] : 0;
-          }
-      }
-      const int64_t m0 = mt * MR;
-      const int rows = int(std::min<int64_t>(MR, M - m0));
-      tile_fn(u8w, zp, rows)(A + m0 * g.Kp, g.Kp, B, g.G, g.Lp / 2, st, zt, zp ? gs + m0 * g.G : nullptr, fa);
-      finish_rows(rows, fa, sx + m0, bias ? bias + n0 : nullptr, Y + m0 * g.N + n0, g.N, accumulate, nv, act);
+    }
+  };
+  auto tile_at = [&](int64_t j, int64_t mt, float* fa) {
+    const int64_t n0 = j * NR, m0 = mt * MR;
+    const int nv = int(std::min<int64_t>(NR, g.N - n0)), rows = int(std::min<int64_t>(MR, M - m0));
+    tile_fn(u8w, zp, rows)(A + m0 * g.Kp, g.Kp, B + j * g.Kp * NR, g.G, g.Lp / 2, st + j * tsize,
+                           zp ? zt + j * tsize : nullptr, zp ? gs + m0 * g.G : nullptr, fa);
+    finish_rows(rows, fa, sx + m0, bias ? bias + n0 : nullptr, Y + m0 * g.N + n0, g.N, accumulate, nv, act);
+  };
+  // Thread t of n: with enough panels, its share of them against every row
+  // tile (a panel stays in L1/L2 while x' streams by); otherwise its share of
+  // the row tiles against every panel.
+  auto compute = [&](int t, int n) {
+    alignas(32) float fa[MR * NR];
+    if (P >= n) {
+      for (int64_t j = P * t / n; j < P * (t + 1) / n; ++j)
+        for (int64_t mt = 0; mt < mtiles; ++mt) tile_at(j, mt, fa);
+    } else {
+      for (int64_t j = 0; j < P; ++j)
+        for (int64_t mt = mtiles * t / n; mt < mtiles * (t + 1) / n; ++mt) tile_at(j, mt, fa);
     }
   };
 
   const int nt = threads_for(M, g.N, g.K);
   if (nt == 1) {
-    quant_rows(0, M);
-    run_tiles(0, tiles);
+    prepare(0, 1);
+    compute(0, 1);
     return;
   }
 #pragma omp parallel num_threads(nt)
   {
     const int t = omp_get_thread_num(), n = omp_get_num_threads();
-    quant_rows(M * t / n, M * (t + 1) / n);
+    prepare(t, n);
 #pragma omp barrier
-    run_tiles(tiles * t / n, tiles * (t + 1) / n);
+    compute(t, n);
   }
 }
 
