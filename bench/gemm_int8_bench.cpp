@@ -58,9 +58,12 @@ int main(int argc, char** argv) {
   std::string shapes_arg =
       "197,768,2304;197,768,768;197,768,3072;197,3072,768;1000,128,384;1000,128,128;1000,128,256;1000,256,128";
   for (int i = 1; i + 1 < argc; i += 2) {
-    if (!std::strcmp(argv[i], "--threads")) threads_arg = argv[i + 1];
-    else if (!std::strcmp(argv[i], "--rounds")) rounds = std::atoi(argv[i + 1]);
-    else if (!std::strcmp(argv[i], "--shapes")) shapes_arg = argv[i + 1];
+    if (!std::strcmp(argv[i], "--threads"))
+      threads_arg = argv[i + 1];
+    else if (!std::strcmp(argv[i], "--rounds"))
+      rounds = std::atoi(argv[i + 1]);
+    else if (!std::strcmp(argv[i], "--shapes"))
+      shapes_arg = argv[i + 1];
     else {
       std::fprintf(stderr, "usage: %s [--threads 1,2] [--rounds R] [--shapes M,K,N;...]\n", argv[0]);
       return 2;
@@ -80,7 +83,8 @@ int main(int argc, char** argv) {
     int M = 0, K = 0, N = 0;
     if (std::sscanf(shapes_arg.substr(pos, end - pos).c_str(), "%d,%d,%d", &M, &K, &N) != 3 || M < 1 || K < 64 ||
         K % 64 || N < 1) {
-      std::fprintf(stderr, "--shapes: '%s' is not M,K,N (K a multiple of 64)\n", shapes_arg.substr(pos, end - pos).c_str());
+      std::fprintf(stderr, "--shapes: '%s' is not M,K,N (K a multiple of 64)\n",
+                   shapes_arg.substr(pos, end - pos).c_str());
       return 2;
     }
     shapes.push_back({M, K, N});
@@ -92,8 +96,9 @@ int main(int argc, char** argv) {
   for (int threads : thread_counts) {
     set_num_threads(threads);
     std::printf("\nthreads %d, %d rounds, median ms per call (GOP/s), ratio = time / f32's time\n\n", threads, rounds);
-    std::printf("| M | K | N | f32 | ch | ch/plain | g32 | g64 | ch7 | dnnl (inexact) | ch/f32 | g32/f32 | g64/f32 |\n"
-                "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+    std::printf(
+        "| M | K | N | f32 | ch | ch/plain | g32 | g64 | ch7 | dnnl (inexact) | ch/f32 | g32/f32 | g64/f32 |\n"
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
     for (auto [M, K, N] : shapes) {
       std::mt19937 rng(1);
       std::normal_distribution<float> nd(0.f, 1.f);

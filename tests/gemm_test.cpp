@@ -7,6 +7,8 @@
 // Both integer kernels (oneDNN's, where it is exact, and vitkit's s16 kernel)
 // must match it exactly; the sweeps count which ran.
 // F32 and BF16 through linear must equal the existing entry points exactly.
+#include "vitkit/kernels/gemm.h"
+
 #include <gtest/gtest.h>
 #include <omp.h>
 
@@ -23,7 +25,6 @@
 #include "vitkit/core/error.h"
 #include "vitkit/core/tensor.h"
 #include "vitkit/core/threads.h"
-#include "vitkit/kernels/gemm.h"
 
 namespace vitkit {
 namespace {
@@ -227,10 +228,10 @@ TEST(GemmInt8, ShapesBitExact) {
               if (c % 3 == 2) xq = static_quant(bits);
               const bool bias = c % 2 == 0, acc = c % 5 >= 3;
               const Activation act = acts[(c / 2) % 4];
-              const std::string what = cat(name(type), " ", name(gran), " group ", group, zp ? " zp" : "", " M ", M,
-                                           " K ", K, " N ", N, " bits ", bits,
-                                           xq.mode == InputQuant::Mode::Static ? " static" : " dynamic",
-                                           bias ? " bias" : "", " act ", to_string(act), acc ? " accumulate" : "");
+              const std::string what =
+                  cat(name(type), " ", name(gran), " group ", group, zp ? " zp" : "", " M ", M, " K ", K, " N ", N,
+                      " bits ", bits, xq.mode == InputQuant::Mode::Static ? " static" : " dynamic", bias ? " bias" : "",
+                      " act ", to_string(act), acc ? " accumulate" : "");
               ++kernels_used[check_layer(l, bias, act, acc, xq, what)];
             }
         }
@@ -243,23 +244,24 @@ TEST(GemmInt8, EpilogueCombinationsBitExact) {
   std::mt19937 rng(2);
   std::map<std::string, int> kernels_used;
   for (WeightType type : {WeightType::S8, WeightType::U8})
-    for (auto [gran, group] : std::vector<std::pair<ScaleGranularity, int64_t>>{
-             {ScaleGranularity::Tensor, 0}, {ScaleGranularity::Channel, 0}, {ScaleGranularity::Group, 8},
-             {ScaleGranularity::Group, 5}})
+    for (auto [gran, group] : std::vector<std::pair<ScaleGranularity, int64_t>>{{ScaleGranularity::Tensor, 0},
+                                                                                {ScaleGranularity::Channel, 0},
+                                                                                {ScaleGranularity::Group, 8},
+                                                                                {ScaleGranularity::Group, 5}})
       for (bool zp : {false, true})
         for (int bits : {8, 7, 4, 2})
           for (bool stat : {false, true})
             for (bool bias : {false, true})
               for (Activation act : {Activation::None, Activation::Gelu, Activation::GeluTanh, Activation::Relu})
                 for (bool acc : {false, true}) {
-                  const IntLayer l = make_layer(rng, type, gran, group, zp, 8, 40, 21, type == WeightType::S8 ? -128 : 0,
-                                                type == WeightType::S8 ? 127 : 255);
+                  const IntLayer l = make_layer(rng, type, gran, group, zp, 8, 40, 21,
+                                                type == WeightType::S8 ? -128 : 0, type == WeightType::S8 ? 127 : 255);
                   InputQuant xq;
                   xq.bits = bits;
                   if (stat) xq = static_quant(bits);
-                  const std::string what = cat(name(type), " ", name(gran), " ", group, zp ? " zp" : "", " bits ",
-                                               bits, stat ? " static" : "", bias ? " bias" : "", " ", to_string(act),
-                                               acc ? " accumulate" : "");
+                  const std::string what =
+                      cat(name(type), " ", name(gran), " ", group, zp ? " zp" : "", " bits ", bits,
+                          stat ? " static" : "", bias ? " bias" : "", " ", to_string(act), acc ? " accumulate" : "");
                   ++kernels_used[check_layer(l, bias, act, acc, xq, what)];
                 }
   for (auto& [k, n] : kernels_used) std::printf("  kernel %s: %d cases\n", k.c_str(), n);
@@ -275,8 +277,8 @@ TEST(GemmInt8, NarrowWeightsBitExact) {
       for (bool zp : {false, true}) {
         const IntLayer l = make_layer(rng, type, ScaleGranularity::Channel, 0, zp, M, K, N,
                                       type == WeightType::S8 ? -64 : 64, type == WeightType::S8 ? 64 : 192);
-        ++kernels_used[check_layer(l, true, Activation::None, false, InputQuant{}, cat(name(type), " ", M, "x", K,
-                                                                                       "x", N))];
+        ++kernels_used[check_layer(l, true, Activation::None, false, InputQuant{},
+                                   cat(name(type), " ", M, "x", K, "x", N))];
       }
   for (auto& [k, n] : kernels_used) std::printf("  kernel %s: %d cases\n", k.c_str(), n);
 }
@@ -299,7 +301,8 @@ TEST(GemmInt8, ExtremeValuesExact) {
             l.M = M;
             l.N = N;
             l.K = K;
-            l.w.assign(size_t(N * K), type == WeightType::S8 ? uint8_t(int8_t(wsel ? -128 : 127)) : uint8_t(wsel ? 0 : 255));
+            l.w.assign(size_t(N * K),
+                       type == WeightType::S8 ? uint8_t(int8_t(wsel ? -128 : 127)) : uint8_t(wsel ? 0 : 255));
             l.scales = {1.f};
             l.zp = type == WeightType::U8;
             l.zeros = {wsel ? 255 : 0};
@@ -311,9 +314,9 @@ TEST(GemmInt8, ExtremeValuesExact) {
             xq.zero = neg_x ? qmax : 0;
             l.x.assign(size_t(M * K), neg_x ? -float(qmax) : float(qmax));
             l.y0.assign(size_t(M * N), 0.f);
-            const std::string k =
-                check_layer(l, false, Activation::None, false, xq,
-                            cat(name(type), " bits ", bits, " K ", K, " w ", wsel ? "min" : "max", neg_x ? " x-" : " x+"));
+            const std::string k = check_layer(
+                l, false, Activation::None, false, xq,
+                cat(name(type), " bits ", bits, " K ", K, " w ", wsel ? "min" : "max", neg_x ? " x-" : " x+"));
             ++kernels_used[k];
             // The expected value itself, to make sure the reference is not wrong the same way.
             const int64_t w = type == WeightType::S8 ? (wsel ? -128 : 127) : (wsel ? -255 : 255);
@@ -334,15 +337,14 @@ TEST(GemmInt8, ExtremeValuesExact) {
 TEST(GemmInt8, ThreadsAndParallelRegion) {
   std::mt19937 rng(4);
   const int saved = num_threads();
-  for (auto [gran, group] : std::vector<std::pair<ScaleGranularity, int64_t>>{{ScaleGranularity::Channel, 0},
-                                                                               {ScaleGranularity::Group, 32}})
+  for (auto [gran, group] :
+       std::vector<std::pair<ScaleGranularity, int64_t>>{{ScaleGranularity::Channel, 0}, {ScaleGranularity::Group, 32}})
     for (int bits : {8, 7}) {
       const IntLayer l = make_layer(rng, WeightType::S8, gran, group, true, 197, 768, 384, -128, 127);
       InputQuant xq;
       xq.bits = bits;
       const WeightOperand W = l.op();
-      const std::vector<float> R =
-          reference(l.x, l.M, W, l.bias.data(), l.y0, false, Activation::Gelu, xq);
+      const std::vector<float> R = reference(l.x, l.M, W, l.bias.data(), l.y0, false, Activation::Gelu, xq);
       for (int t : {1, 2}) {
         set_num_threads(t);
         std::vector<float> Y(size_t(l.M * l.N));
@@ -406,8 +408,8 @@ TEST(GemmInt8, QuantizationErrorWithinBound) {
   std::mt19937 rng(6);
   const int64_t M = 64, K = 768, N = 96;
   std::normal_distribution<float> nd(0.f, 1.f);
-  std::vector<float> x(size_t(M * K)), w(size_t(N * K)), wdq(size_t(N * K)), scales(static_cast<size_t>(N)), yf(size_t(M * N)),
-      yq(size_t(M * N)), yo(size_t(M * N));
+  std::vector<float> x(size_t(M * K)), w(size_t(N * K)), wdq(size_t(N * K)), scales(static_cast<size_t>(N)),
+      yf(size_t(M * N)), yq(size_t(M * N)), yo(size_t(M * N));
   for (auto& v : x) v = nd(rng);
   for (auto& v : w) v = 0.05f * nd(rng);
   std::vector<int8_t> wq(size_t(N * K));
@@ -481,7 +483,8 @@ TEST(GemmInt8, ActivationElementwise) {
         std::vector<float> part(static_cast<size_t>(n));
         kernels::linear_activation(a, x.data() + off, part.data(), n);
         for (int64_t i = 0; i < n; ++i)
-          EXPECT_EQ(std::memcmp(&part[size_t(i)], &full[size_t(off + i)], 4), 0) << to_string(a) << " " << off << " " << n;
+          EXPECT_EQ(std::memcmp(&part[size_t(i)], &full[size_t(off + i)], 4), 0)
+              << to_string(a) << " " << off << " " << n;
       }
   }
 }
@@ -620,7 +623,11 @@ TEST(GemmLinear, ClearErrors) {
   ch.granularity = ScaleGranularity::Channel;
   auto P7 = kernels::pack_weight_int8(ch, 7);
   ch.packed = P7.get();
-  if (std::string(kernels::int8_kernel(ch, [] { InputQuant q; q.bits = 7; return q; }())) == "onednn")
+  if (std::string(kernels::int8_kernel(ch, [] {
+        InputQuant q;
+        q.bits = 7;
+        return q;
+      }())) == "onednn")
     expect_has(error_of([&] { run(ch); }), {"packed for inputs of at most 7 bits"});
   // K beyond what s32 sums hold
   std::vector<int8_t> big(size_t(33026), 0);

@@ -83,10 +83,10 @@ struct WeightOperand {
   //   BF16: pack_weight_bf16's result (data ignored). S8/U8: pack_weight_int8's (data ignored).
   // Integer types only: W_real[n,k] = scales[g] * (W[n,k] - zeros[g]), g = the scale group of (n,k)
   ScaleGranularity granularity = ScaleGranularity::Tensor;
-  int64_t group = 0;              // Group: consecutive k per group (K % group == 0)
-  const float* scales = nullptr;  // Tensor: 1 value; Channel: N; Group: N * (K / group), row-major
-  const int32_t* zeros = nullptr; // asymmetric weights' zero points, laid out as scales; null: all 0
-                                  // (S8: in [-128, 127], U8: in [0, 255])
+  int64_t group = 0;               // Group: consecutive k per group (K % group == 0)
+  const float* scales = nullptr;   // Tensor: 1 value; Channel: N; Group: N * (K / group), row-major
+  const int32_t* zeros = nullptr;  // asymmetric weights' zero points, laid out as scales; null: all 0
+                                   // (S8: in [-128, 127], U8: in [0, 255])
 };
 
 // How f32 inputs are quantized when the weight is integer.

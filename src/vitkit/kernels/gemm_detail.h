@@ -24,17 +24,17 @@ struct Int8Packed {
   WeightType type = WeightType::S8;
   ScaleGranularity granularity = ScaleGranularity::Tensor;
   int64_t group = 0;
-  int input_bits = 8;            // OneDnn: exact only for inputs of at most these bits
-  AlignedBytes bytes;            // Panels: the panels; OneDnn: W as s8 (U8: W - 128), (N, K) row-major
-  std::vector<int32_t> rowsum;   // OneDnn: sum_k of W's s8 values per output n
+  int input_bits = 8;           // OneDnn: exact only for inputs of at most these bits
+  AlignedBytes bytes;           // Panels: the panels; OneDnn: W as s8 (U8: W - 128), (N, K) row-major
+  std::vector<int32_t> rowsum;  // OneDnn: sum_k of W's s8 values per output n
 };
 
 class PackedWeight {
  public:
   int64_t N = 0, K = 0;
   dnnl::memory::data_type type = dnnl::memory::data_type::f32;  // f32, bf16; s8 for integer weights
-  dnnl::memory::desc desc;  // f32/bf16: the (K, N) matrix W^T in oneDNN's blocked layout
-  AlignedBytes own;         // f32/bf16: the packed bytes, null when they were written over W
+  dnnl::memory::desc desc;           // f32/bf16: the (K, N) matrix W^T in oneDNN's blocked layout
+  AlignedBytes own;                  // f32/bf16: the packed bytes, null when they were written over W
   std::unique_ptr<Int8Packed> int8;  // integer weights
 };
 

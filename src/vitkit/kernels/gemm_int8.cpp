@@ -21,6 +21,7 @@
 #include <cmath>
 #include <cstring>
 #include <random>
+#include <string>
 #include <vector>
 
 #include "vitkit/core/error.h"
@@ -44,10 +45,10 @@ const char* gran_name(ScaleGranularity g) {
 // that vpmaddwd's pairs (k, k+1) never straddle two groups.
 struct Geometry {
   int64_t N = 0, K = 0;
-  int64_t L = 0;   // k per scale group (Tensor, Channel: K)
-  int64_t G = 0;   // groups along k (Tensor, Channel: 1)
-  int64_t Lp = 0;  // L rounded up to even
-  int64_t Kp = 0;  // G * Lp: a row's length in the padded layout
+  int64_t L = 0;       // k per scale group (Tensor, Channel: K)
+  int64_t G = 0;       // groups along k (Tensor, Channel: 1)
+  int64_t Lp = 0;      // L rounded up to even
+  int64_t Kp = 0;      // G * Lp: a row's length in the padded layout
   int64_t panels = 0;  // ceil(N / NR)
 };
 
@@ -75,8 +76,9 @@ Geometry check_weight(const WeightOperand& W, const char* where) {
   check(W.K <= kMaxK, where, ": ", t, " weight (", W.N, "x", W.K, ") has K = ", W.K, " inputs; integer weights ",
         "support K <= ", kMaxK, " (the most whose sums of 255 * 255 products fit in s32)");
   if (W.granularity == ScaleGranularity::Group)
-    check(W.group > 0 && W.K % W.group == 0, where, ": ", t, " weight (", W.N, "x", W.K, ") with Group scales: ",
-          "group = ", W.group, " does not divide K = ", W.K, " (each group is `group` consecutive k, K % group == 0)");
+    check(W.group > 0 && W.K % W.group == 0, where, ": ", t, " weight (", W.N, "x", W.K,
+          ") with Group scales: ", "group = ", W.group, " does not divide K = ", W.K,
+          " (each group is `group` consecutive k, K % group == 0)");
   return geometry(W);
 }
 
@@ -99,16 +101,17 @@ Geometry check_call(const WeightOperand& W, const InputQuant& xq) {
     const int qmax = (1 << xq.bits) - 1;
     check(xq.scale > 0.f && std::isfinite(xq.scale), "linear: static input quantization needs a finite scale > 0, ",
           "got ", xq.scale);
-    check(xq.zero >= 0 && xq.zero <= qmax, "linear: static input zero point ", xq.zero, " is outside 0..", qmax,
-          " (", xq.bits, " bits)");
+    check(xq.zero >= 0 && xq.zero <= qmax, "linear: static input zero point ", xq.zero, " is outside 0..", qmax, " (",
+          xq.bits, " bits)");
   }
   if (W.packed) {
     const Int8Packed* P = W.packed->int8.get();
-    check(P && P->type == W.type && W.packed->N == W.N && W.packed->K == W.K && P->granularity == W.granularity &&
-              (W.granularity != ScaleGranularity::Group || P->group == W.group),
-          "linear: the packed weight is not a pack_weight_int8 of this ", t, " ", W.N, "x", W.K, " weight with ",
-          gran_name(W.granularity), " scales", W.granularity == ScaleGranularity::Group ? cat(" (group ", W.group, ")") : "",
-          "; a packed integer weight is used with the type, shape and grouping it was packed with");
+    if (!P || P->type != W.type || W.packed->N != W.N || W.packed->K != W.K || P->granularity != W.granularity ||
+        (W.granularity == ScaleGranularity::Group && P->group != W.group))
+      fail("linear: the packed weight is not a pack_weight_int8 of this ", t, " ", W.N, "x", W.K, " weight with ",
+           gran_name(W.granularity), " scales",
+           W.granularity == ScaleGranularity::Group ? cat(" (group ", W.group, ")") : std::string(),
+           "; a packed integer weight is used with the type, shape and grouping it was packed with");
     check(P->form != Int8Packed::Form::OneDnn || xq.bits <= P->input_bits, "linear: the ", t, " weight (", W.N, "x",
           W.K, ") was packed for inputs of at most ", P->input_bits, " bits (oneDNN's kernel is exact only for ",
           "those here), called with ", xq.bits, "; pack it with input_bits = ", xq.bits);
@@ -133,8 +136,9 @@ bool exact_in(Regime r, int qmax, int wmin, int wmax) {
 }
 
 // The regime this CPU's oneDNN claims, checked once against exact int64 sums at
-// its bounds (constant and random operands, GEMV and odd shapes, sums beyond
-// 2^24). If anything differs, oneDNN's int8 matmul is not used at all.
+// its bounds (without VNNI: 128 x -128 pairs sum to -32768 exactly, 255 x 64 to
+// 32640; constant and random operands, GEMV and odd shapes, sums beyond 2^24).
+// If anything differs, oneDNN's int8 matmul is not used at all.
 Regime onednn_regime() {
   static const Regime r = [] {
     const bool vnni = __builtin_cpu_supports("avx512vnni") || __builtin_cpu_supports("avxvnni");
@@ -148,8 +152,8 @@ Regime onednn_regime() {
     else
       cases = {{128, 128, -128, -128}, {128, 128, 127, 127}, {255, 255, 64, 64},
                {255, 255, -64, -64},   {0, 127, -128, 127},  {127, 127, 127, 127}};
-    const int64_t shapes[][3] = {{1, 1, 1}, {1, 64, 37}, {5, 33, 1}, {3, 7, 10}, {17, 300, 40}, {2, 2100, 3},
-                                 {64, 64, 64}};
+    const int64_t shapes[][3] = {{1, 1, 1},     {1, 64, 37},  {5, 33, 1},  {3, 7, 10},
+                                 {17, 300, 40}, {2, 2100, 3}, {64, 64, 64}};
     std::mt19937 rng(7);
     try {
       for (const Case& c : cases)
@@ -176,8 +180,8 @@ Regime onednn_regime() {
   return r;
 }
 
-// W's values as s8 (U8: W - 128), min and max; stops early (returns false) at
-// the first row whose range oneDNN cannot multiply exactly with qmax inputs.
+// Whether oneDNN's kernel multiplies W (as s8: U8 as W - 128) exactly with
+// inputs up to qmax: W's range row by row, stopping at the first row outside.
 bool weight_fits_onednn(const WeightOperand& W, int qmax) {
   const Regime r = onednn_regime();
   if (r == Regime::None) return false;
@@ -231,7 +235,7 @@ struct RowQ {
 };
 
 inline float clampf(float v, float qmax) {
-  v = v > 0.f ? v : 0.f;  // as _mm256_max_ps(v, 0)
+  v = v > 0.f ? v : 0.f;       // as _mm256_max_ps(v, 0)
   return v < qmax ? v : qmax;  // as _mm256_min_ps(v, qmax)
 }
 
@@ -377,13 +381,13 @@ inline __m256 erf8(__m256 x) {
   const __m256 small = _mm256_mul_ps(x, p);
   const __m256 t = _mm256_div_ps(_mm256_set1_ps(1.f), _mm256_fmadd_ps(_mm256_set1_ps(0.5f), z, _mm256_set1_ps(1.f)));
   __m256 q = _mm256_set1_ps(0.17087277f);
-  for (float c : {-0.82215223f, 1.48851587f, -1.13520398f, 0.27886807f, -0.18628806f, 0.09678418f, 0.37409196f,
-                  1.00002368f})
+  for (float c :
+       {-0.82215223f, 1.48851587f, -1.13520398f, 0.27886807f, -0.18628806f, 0.09678418f, 0.37409196f, 1.00002368f})
     q = _mm256_fmadd_ps(q, t, _mm256_set1_ps(c));
   const __m256 poly = _mm256_fmadd_ps(q, t, _mm256_fnmadd_ps(z, z, _mm256_set1_ps(-1.26551223f)));
   const __m256 r = _mm256_fnmadd_ps(t, exp8(poly), _mm256_set1_ps(1.f));
-  const __m256 large = _mm256_blendv_ps(r, _mm256_sub_ps(_mm256_setzero_ps(), r),
-                                        _mm256_cmp_ps(x, _mm256_setzero_ps(), _CMP_LT_OQ));
+  const __m256 large =
+      _mm256_blendv_ps(r, _mm256_sub_ps(_mm256_setzero_ps(), r), _mm256_cmp_ps(x, _mm256_setzero_ps(), _CMP_LT_OQ));
   return _mm256_blendv_ps(large, small, _mm256_cmp_ps(z, _mm256_set1_ps(1.f), _CMP_LT_OQ));
 }
 
@@ -399,7 +403,8 @@ inline __m256 act8(Activation a, __m256 x) {
       const __m256 a3 = _mm256_mul_ps(_mm256_mul_ps(_mm256_set1_ps(0.044715f), x), x);
       const __m256 u = _mm256_mul_ps(_mm256_set1_ps(0.79788456080286536f), _mm256_fmadd_ps(a3, x, x));
       const __m256 e = exp8(_mm256_mul_ps(_mm256_set1_ps(2.f), u));
-      const __m256 t = _mm256_sub_ps(_mm256_set1_ps(1.f), _mm256_div_ps(_mm256_set1_ps(2.f), _mm256_add_ps(e, _mm256_set1_ps(1.f))));
+      const __m256 t =
+          _mm256_sub_ps(_mm256_set1_ps(1.f), _mm256_div_ps(_mm256_set1_ps(2.f), _mm256_add_ps(e, _mm256_set1_ps(1.f))));
       return _mm256_mul_ps(_mm256_mul_ps(_mm256_set1_ps(0.5f), x), _mm256_add_ps(_mm256_set1_ps(1.f), t));
     }
   }
@@ -436,8 +441,9 @@ void pack_panel(const uint8_t* W, const Geometry& g, int64_t j, uint8_t* out) {
       for (int h = 0; h < 2; ++h) {
         __m128i r[8];
         for (int c = 0; c < 8; ++c)
-          r[c] = h * 8 + c < cols ? _mm_loadu_si128(reinterpret_cast<const __m128i*>(W + (n0 + h * 8 + c) * g.K + 2 * p))
-                                  : _mm_setzero_si128();
+          r[c] = h * 8 + c < cols
+                     ? _mm_loadu_si128(reinterpret_cast<const __m128i*>(W + (n0 + h * 8 + c) * g.K + 2 * p))
+                     : _mm_setzero_si128();
         const __m128i t0 = _mm_unpacklo_epi16(r[0], r[1]), t1 = _mm_unpackhi_epi16(r[0], r[1]);
         const __m128i t2 = _mm_unpacklo_epi16(r[2], r[3]), t3 = _mm_unpackhi_epi16(r[2], r[3]);
         const __m128i t4 = _mm_unpacklo_epi16(r[4], r[5]), t5 = _mm_unpackhi_epi16(r[4], r[5]);
@@ -491,8 +497,8 @@ __attribute__((noinline)) void kloop(const int16_t* a, int64_t lda, const uint8_
     x0 = _mm256_add_epi32(x0, _mm256_madd_epi16(av, b0)); \
     x1 = _mm256_add_epi32(x1, _mm256_madd_epi16(av, b1)); \
   }
-    VK_ROW(0, c00, c01) VK_ROW(1, c10, c11) VK_ROW(2, c20, c21) VK_ROW(3, c30, c31) VK_ROW(4, c40, c41)
-    VK_ROW(5, c50, c51)
+    VK_ROW(0, c00, c01)
+    VK_ROW(1, c10, c11) VK_ROW(2, c20, c21) VK_ROW(3, c30, c31) VK_ROW(4, c40, c41) VK_ROW(5, c50, c51)
 #undef VK_ROW
   }
   __m256i* o = reinterpret_cast<__m256i*>(acc);
@@ -501,8 +507,8 @@ __attribute__((noinline)) void kloop(const int16_t* a, int64_t lda, const uint8_
     _mm256_store_si256(o + 2 * i, x0);     \
     _mm256_store_si256(o + 2 * i + 1, x1); \
   }
-  VK_OUT(0, c00, c01) VK_OUT(1, c10, c11) VK_OUT(2, c20, c21) VK_OUT(3, c30, c31) VK_OUT(4, c40, c41)
-  VK_OUT(5, c50, c51)
+  VK_OUT(0, c00, c01)
+  VK_OUT(1, c10, c11) VK_OUT(2, c20, c21) VK_OUT(3, c30, c31) VK_OUT(4, c40, c41) VK_OUT(5, c50, c51)
 #undef VK_OUT
 }
 
@@ -511,8 +517,8 @@ __attribute__((noinline)) void kloop(const int16_t* a, int64_t lda, const uint8_
 // ZP; gs: the rows' group sums of x', row stride G), folded into fa (R x 16 f32):
 // fa = st_0 * T_0, then fa = fma(st_g, T_g, fa).
 template <int R, bool U8W, bool ZP>
-void tile(const int16_t* A, int64_t lda, const uint8_t* B, int64_t G, int64_t gp, const float* st,
-          const int32_t* zt, const int32_t* gs, float* fa) {
+void tile(const int16_t* A, int64_t lda, const uint8_t* B, int64_t G, int64_t gp, const float* st, const int32_t* zt,
+          const int32_t* gs, float* fa) {
   alignas(32) int32_t acc[MR * NR];
   for (int64_t g = 0; g < G; ++g) {
     kloop<R, U8W>(A + g * gp * 2, lda, B + g * gp * 32, gp, acc);
@@ -588,8 +594,8 @@ TileFn tile_fn(bool u8w, bool zp, int rows) {
              : (zp ? tile_fn<false, true>(rows) : tile_fn<false, false>(rows));
 }
 
-void finish_rows(int rows, const float* fa, const float* sx, const float* bias, float* Y, int64_t ldy,
-                 bool accumulate, int nv, Activation act) {
+void finish_rows(int rows, const float* fa, const float* sx, const float* bias, float* Y, int64_t ldy, bool accumulate,
+                 int nv, Activation act) {
   switch (rows) {
     case 1: return finish<1>(fa, sx, bias, Y, ldy, accumulate, nv, act);
     case 2: return finish<2>(fa, sx, bias, Y, ldy, accumulate, nv, act);
@@ -635,7 +641,7 @@ void run_s16(const float* X, const WeightOperand& W, const Geometry& g, const ui
           const int64_t n = j * NR + c, i = (j * g.G + gi) * NR + c;
           const int64_t idx = W.granularity == ScaleGranularity::Tensor    ? 0
                               : W.granularity == ScaleGranularity::Channel ? n
-                                                                            : n * g.G + gi;
+                                                                           : n * g.G + gi;
           st[i] = n < g.N ? W.scales[idx] : 0.f;
           if (zp) zt[i] = n < g.N ? W.zeros[idx] : 0;
         }
@@ -721,8 +727,7 @@ void run_onednn(const float* X, const WeightOperand& W, const int8_t* w8, const 
     if (channel)
       dequant_row<true>(C + m * N, N, K, sq[m], rq[m], W.scales, W.zeros, zoff, rowsum, bias, Y + m * N, accumulate);
     else
-      dequant_row<false>(C + m * N, N, K, sq[m], rq[m], W.scales, W.zeros, zoff, rowsum, bias, Y + m * N,
-                         accumulate);
+      dequant_row<false>(C + m * N, N, K, sq[m], rq[m], W.scales, W.zeros, zoff, rowsum, bias, Y + m * N, accumulate);
     act_span(act, Y + m * N, Y + m * N, N);
   }
 }
@@ -779,8 +784,7 @@ std::shared_ptr<const PackedWeight> pack_weight_int8(const WeightOperand& W, int
     P->form = Int8Packed::Form::Panels;
     P->bytes = aligned_bytes(size_t(g.panels * g.Kp * NR));
     uint8_t* out = static_cast<uint8_t*>(P->bytes.get());
-    for (int64_t j = 0; j < g.panels; ++j)
-      pack_panel(static_cast<const uint8_t*>(W.data), g, j, out + j * g.Kp * NR);
+    for (int64_t j = 0; j < g.panels; ++j) pack_panel(static_cast<const uint8_t*>(W.data), g, j, out + j * g.Kp * NR);
   }
   auto p = std::make_shared<PackedWeight>();
   p->N = W.N;
