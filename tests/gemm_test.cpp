@@ -22,6 +22,8 @@
 #include <string>
 #include <vector>
 
+#include <dnnl.hpp>
+
 #include "vitkit/core/error.h"
 #include "vitkit/core/tensor.h"
 #include "vitkit/core/threads.h"
@@ -487,6 +489,28 @@ TEST(GemmInt8, ActivationElementwise) {
               << to_string(a) << " " << off << " " << n;
       }
   }
+}
+
+// What the saturation test guards against: oneDNN's u8 x s8 -> s32 matmul by
+// itself on all-255 inputs and all-127 weights (K 768). Printed, not asserted
+// (it is exact with VNNI); linear's own result is checked above.
+TEST(GemmInt8, OneDnnAloneAtTheExtremes) {
+  using dt = dnnl::memory::data_type;
+  using md = dnnl::memory::desc;
+  const int64_t M = 4, K = 768, N = 8;
+  dnnl::engine eng(dnnl::engine::kind::cpu, 0);
+  dnnl::stream strm(eng);
+  std::vector<uint8_t> x(static_cast<size_t>(M * K), 255);
+  std::vector<int8_t> w(static_cast<size_t>(N * K), 127);
+  std::vector<int32_t> y(static_cast<size_t>(M * N));
+  md a({M, K}, dt::u8, dnnl::memory::dims{K, 1}), b({K, N}, dt::s8, dnnl::memory::dims{1, K}),
+      c({M, N}, dt::s32, dnnl::memory::dims{N, 1});
+  dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(a, b, c), eng);
+  dnnl::memory ma(a, eng, x.data()), mb(b, eng, w.data()), mc(c, eng, y.data());
+  dnnl::matmul(pd).execute(strm, {{DNNL_ARG_SRC, ma}, {DNNL_ARG_WEIGHTS, mb}, {DNNL_ARG_DST, mc}});
+  strm.wait();
+  std::printf("  oneDNN %s alone: %d for %lld (%s)\n", pd.impl_info_str(), y[0], 255LL * 127 * K,
+              y[0] == 255 * 127 * K ? "exact" : "saturated");
 }
 
 // ---- F32 and BF16 through linear ------------------------------------------------------
