@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "vitkit/core/error.h"
+#include "vitkit/kernels/gemm_detail.h"
 
 namespace vitkit::kernels {
 
@@ -33,7 +34,10 @@ struct Key {
   dt type;
   int threads;
   bool packed = false;  // B is a PackedWeight (its layout is fixed by K, N and the CPU)
-  auto tie() const { return std::tie(ta, tb, M, N, K, lda, ldb, ldc, alpha, beta, bias, act, type, threads, packed); }
+  bool int8 = false;    // A u8, B s8, C s32 (type is then ignored)
+  auto tie() const {
+    return std::tie(ta, tb, M, N, K, lda, ldb, ldc, alpha, beta, bias, act, type, threads, packed, int8);
+  }
   bool operator<(const Key& o) const { return tie() < o.tie(); }
 };
 
@@ -72,10 +76,11 @@ Entry& lookup(const Key& k, const dnnl::memory::desc* packed_b) {
   }
   using md = dnnl::memory::desc;
   Entry e;
-  e.a = md({k.M, k.K}, k.type, k.ta ? dnnl::memory::dims{1, k.lda} : dnnl::memory::dims{k.lda, 1});
+  const dt ta = k.int8 ? dt::u8 : k.type, tb = k.int8 ? dt::s8 : k.type, tc = k.int8 ? dt::s32 : dt::f32;
+  e.a = md({k.M, k.K}, ta, k.ta ? dnnl::memory::dims{1, k.lda} : dnnl::memory::dims{k.lda, 1});
   e.b = k.packed ? *packed_b
-                 : md({k.K, k.N}, k.type, k.tb ? dnnl::memory::dims{1, k.ldb} : dnnl::memory::dims{k.ldb, 1});
-  e.c = md({k.M, k.N}, dt::f32, dnnl::memory::dims{k.ldc, 1});
+                 : md({k.K, k.N}, tb, k.tb ? dnnl::memory::dims{1, k.ldb} : dnnl::memory::dims{k.ldb, 1});
+  e.c = md({k.M, k.N}, tc, dnnl::memory::dims{k.ldc, 1});
   e.bias = k.bias ? md({1, k.N}, dt::f32, dnnl::memory::dims{k.N, 1}) : md();
   dnnl::primitive_attr attr;
   if (k.alpha != 1.f) attr.set_output_scales(0, {k.alpha});
@@ -97,10 +102,6 @@ Entry& lookup(const Key& k, const dnnl::memory::desc* packed_b) {
   }
   return c.cache.emplace(k, std::move(e)).first->second;
 }
-
-// oneDNN runs a primitive on the calling thread alone inside a parallel region
-// (vit_infer's per-image mode), so such calls get primitives made for 1 thread.
-int gemm_threads() { return omp_in_parallel() ? 1 : omp_get_max_threads(); }
 
 // A stream per thread: threads of a parallel region may execute primitives at once.
 dnnl::stream& thread_stream() {
@@ -128,7 +129,7 @@ void* thread_scratch(size_t bytes) {
   return b.p;
 }
 
-void run(const Key& k, const void* A, const void* B, float* C, const float* bias,
+void run(const Key& k, const void* A, const void* B, void* C, const float* bias,
          const dnnl::memory::desc* packed_b = nullptr) {
   if (k.M == 0 || k.N == 0) return;
   Context& c = ctx();
@@ -149,6 +150,22 @@ void run(const Key& k, const void* A, const void* B, float* C, const float* bias
 }
 
 }  // namespace
+
+// oneDNN runs a primitive on the calling thread alone inside a parallel region
+// (vit_infer's per-image mode), so such calls get primitives made for 1 thread.
+int gemm_threads() { return omp_in_parallel() ? 1 : omp_get_max_threads(); }
+
+AlignedBytes aligned_bytes(size_t bytes) {
+  AlignedBytes p(std::aligned_alloc(64, (bytes + 63) / 64 * 64 + (bytes == 0 ? 64 : 0)));
+  if (!p) throw std::bad_alloc();
+  return p;
+}
+
+void matmul_u8s8s32(const uint8_t* A, const int8_t* W, int32_t* C, int64_t M, int64_t N, int64_t K) {
+  Key k{false, true, M, N, K, K, K, N, 1.f, 0.f, false, Activation::None, dt::s8, gemm_threads()};
+  k.int8 = true;
+  run(k, A, W, C, nullptr);
+}
 
 void gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda,
           const float* B, int64_t ldb, float beta, float* C, int64_t ldc, const float* bias, Activation act) {
@@ -209,17 +226,6 @@ void gemm_bf16(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, c
 
 // ---- packed weights ----------------------------------------------------------
 
-class PackedWeight {
- public:
-  int64_t N = 0, K = 0;
-  dt type = dt::f32;
-  dnnl::memory::desc desc;  // the (K, N) matrix W^T in oneDNN's blocked layout
-  struct Free {
-    void operator()(void* p) const { std::free(p); }
-  };
-  std::unique_ptr<void, Free> own;  // the packed bytes, null when they were written over W
-};
-
 namespace {
 
 // The weights layout oneDNN's matmul picks for (K, N) of this type ("any"),
@@ -259,8 +265,7 @@ std::shared_ptr<PackedWeight> pack(const void* W, int64_t N, int64_t K, dt type)
   p->type = type;
   p->desc = *layout;
   const size_t bytes = layout->get_size();
-  p->own.reset(std::aligned_alloc(64, (bytes + 63) / 64 * 64));
-  if (!p->own) throw std::bad_alloc();
+  p->own = aligned_bytes(bytes);
   dnnl::memory src({{K, N}, type, dnnl::memory::dims{1, K}}, c.engine, const_cast<void*>(W)),
       dst(*layout, c.engine, p->own.get());
   dnnl::stream s(c.engine);
@@ -291,10 +296,10 @@ std::shared_ptr<const PackedWeight> pack_weight_bf16(const uint16_t* W, int64_t 
   return onednn_has_bf16() ? pack(W, N, K, dt::bf16) : nullptr;
 }
 
-bool packed_in_place(const PackedWeight& w) { return !w.own; }
+bool packed_in_place(const PackedWeight& w) { return !w.own && !w.int8; }
 
 void unpack_weight(const PackedWeight& W, const float* in_place_data, float* out) {
-  check(W.type == dt::f32, "unpack_weight: the weight is not packed f32");
+  check(W.type == dt::f32 && !W.int8, "unpack_weight: the weight is not packed f32");
   Context& c = ctx();
   std::lock_guard<std::mutex> lock(c.mu);
   const void* data = W.own ? W.own.get() : in_place_data;
@@ -320,14 +325,87 @@ size_t packed_bytes(const PackedWeight& W) { return W.desc.get_size(); }
 
 void linear_packed(const float* X, const PackedWeight& W, const float* in_place_data, const float* bias, float* Y,
                    int64_t M, Activation act, bool accumulate) {
-  check(W.type == dt::f32, "linear_packed: the weight is not packed f32");
+  check(W.type == dt::f32 && !W.int8, "linear_packed: the weight is not packed f32");
   run_packed(X, W, W.own ? W.own.get() : in_place_data, bias, Y, M, act, accumulate);
 }
 
 void linear_packed_bf16(const uint16_t* X, const PackedWeight& W, const float* bias, float* Y, int64_t M,
                         Activation act, bool accumulate) {
-  check(W.type == dt::bf16 && W.own, "linear_packed_bf16: the weight is not packed bf16");
+  check(W.type == dt::bf16 && W.own && !W.int8, "linear_packed_bf16: the weight is not packed bf16");
   run_packed(X, W, W.own.get(), bias, Y, M, act, accumulate);
+}
+
+// ---- linear over a WeightOperand ----------------------------------------------
+
+namespace {
+
+const char* type_name(WeightType t) {
+  switch (t) {
+    case WeightType::F32: return "F32";
+    case WeightType::BF16: return "BF16";
+    case WeightType::S8: return "S8";
+    case WeightType::U8: return "U8";
+  }
+  return "?";
+}
+
+// f32 -> bf16 bits, round to nearest even, NaN kept quiet: core/tensor's
+// float_to_bf16, inline so that the conversion loop vectorises.
+inline uint16_t to_bf16(float f) {
+  uint32_t x;
+  std::memcpy(&x, &f, 4);
+  if ((x & 0x7fffffffu) > 0x7f800000u) return static_cast<uint16_t>((x >> 16) | 0x40);
+  x += 0x7fffu + ((x >> 16) & 1);
+  return static_cast<uint16_t>(x >> 16);
+}
+
+}  // namespace
+
+void linear(const float* X, const WeightOperand& W, const float* bias, float* Y, int64_t M, Activation act,
+            bool accumulate, const InputQuant& xq) {
+  check(W.N > 0 && W.K > 0, "linear: empty ", type_name(W.type), " weight (", W.N, "x", W.K, ")");
+  check(M >= 0, "linear: negative row count M = ", M);
+  if (W.type == WeightType::S8 || W.type == WeightType::U8) {
+    linear_int8(X, W, bias, Y, M, act, accumulate, xq);
+    return;
+  }
+  check(!W.scales && !W.zeros, "linear: a ", type_name(W.type), " weight (", W.N, "x", W.K,
+        ") has scales or zero points; they are for S8/U8 weights only");
+  const int64_t N = W.N, K = W.K;
+  if (W.packed) {
+    const PackedWeight& P = *W.packed;
+    const dt want = W.type == WeightType::F32 ? dt::f32 : dt::bf16;
+    check(P.type == want && !P.int8 && P.N == N && P.K == K, "linear: the packed weight (", P.N, "x", P.K,
+          ") is not a packed ", type_name(W.type), " ", N, "x", K, " weight (pack_weight for F32, ",
+          "pack_weight_bf16 for BF16)");
+    check(P.own || W.data, "linear: the packed F32 weight (", N, "x", K, ") lives in place, but WeightOperand::data ",
+          "(where pack_weight wrote it) is null");
+  } else {
+    check(W.data != nullptr, "linear: ", type_name(W.type), " weight (", N, "x", K, ") has no data");
+  }
+  if (M == 0) return;
+  if (W.type == WeightType::F32) {
+    if (W.packed)
+      linear_packed(X, *W.packed, static_cast<const float*>(W.data), bias, Y, M, act, accumulate);
+    else
+      gemm(false, true, M, N, K, 1.f, X, K, static_cast<const float*>(W.data), K, accumulate ? 1.f : 0.f, Y, N,
+           bias, act);
+    return;
+  }
+  // BF16: X rounded to bf16 into this thread's buffer (grows to the largest
+  // input; calls on one thread do not nest).
+  thread_local std::vector<uint16_t> xb;
+  const int64_t n = M * K;
+  if (xb.size() < static_cast<size_t>(n)) xb.resize(static_cast<size_t>(n));
+  uint16_t* xp = xb.data();
+  const int nt = gemm_threads();
+#pragma omp parallel for simd num_threads(nt) if (n > 65536 && nt > 1)
+  for (int64_t i = 0; i < n; ++i) xp[i] = to_bf16(X[i]);
+  if (W.packed)
+    linear_packed_bf16(xp, *W.packed, bias, Y, M, act, accumulate);
+  else
+    gemm_bf16(false, true, M, N, K, 1.f, xp, K, static_cast<const uint16_t*>(W.data), K, accumulate ? 1.f : 0.f,
+              Y, N, bias, act);
 }
 
 int gemm_cache_size() {
