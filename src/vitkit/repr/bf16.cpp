@@ -3,7 +3,6 @@
 #include <cstring>
 
 #include "vitkit/core/error.h"
-#include "vitkit/core/threads.h"
 
 namespace vitkit {
 
@@ -38,20 +37,15 @@ void Bf16Linear::end_training() {
   pack();
 }
 
-// X (M, in) -> bf16 in this thread's buffer; Y = act(bf16(X) W^T + b (+ Y))
+// Y = act(bf16(X) W^T + b (+ Y)): the GEMM converts X (kernels/gemm.h).
 void Bf16Linear::forward(const float* X, float* Y, int64_t M, Activation act, bool accumulate) const {
-  thread_local std::vector<uint16_t> xb;  // grows to the largest input; calls on one thread do not nest
-  const int64_t n = M * in_;
-  if (xb.size() < static_cast<size_t>(n)) xb.resize(static_cast<size_t>(n));
-  uint16_t* xp = xb.data();
-  const int nt = num_threads();
-#pragma omp parallel for simd num_threads(nt) if (n > 65536)
-  for (int64_t i = 0; i < n; ++i) xp[i] = float_to_bf16(X[i]);
-  if (packed_)
-    kernels::linear_packed_bf16(xp, *packed_, bias(), Y, M, act, accumulate);
-  else
-    kernels::gemm_bf16(false, true, M, out_, in_, 1.f, xp, in_, w_.data<uint16_t>(), in_, accumulate ? 1.f : 0.f, Y,
-                       out_, bias(), act);
+  kernels::WeightOperand op;
+  op.type = kernels::WeightType::BF16;
+  op.N = out_;
+  op.K = in_;
+  op.data = packed_ ? nullptr : w_.raw();
+  op.packed = packed_.get();
+  kernels::linear(X, op, bias(), Y, M, act, accumulate);
 }
 
 const float* Bf16Linear::product_input(const float* X, int64_t M) const {

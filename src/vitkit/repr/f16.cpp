@@ -49,7 +49,7 @@ void F16Linear::widen(float* out) const {
 void F16Linear::forward(const float* X, float* Y, int64_t M, Activation act, bool accumulate) const {
   float* w = thread_scratch_f32(int64_t(in_) * out_, 1);
   widen(w);
-  kernels::gemm(false, true, M, out_, in_, 1.f, X, in_, w, in_, accumulate ? 1.f : 0.f, Y, out_, bias(), act);
+  kernels::linear(X, f32_operand(w, in_, out_), bias(), Y, M, act, accumulate);
 }
 
 const float* F16Linear::plain_weight(std::vector<float>& scratch) const {

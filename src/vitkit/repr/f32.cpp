@@ -22,7 +22,7 @@ F32Linear::F32Linear(int in, int out, const Shape& weight_shape, bool bias)
 
 // Y (M, out) = act(X (M, in) W^T + b (+ Y))
 void F32Linear::forward(const float* X, float* Y, int64_t M, Activation act, bool accumulate) const {
-  kernels::gemm(false, true, M, out_, in_, 1.f, X, in_, w_.f32(), in_, accumulate ? 1.f : 0.f, Y, out_, bias(), act);
+  kernels::linear(X, f32_operand(w_.f32(), in_, out_), bias(), Y, M, act, accumulate);
 }
 
 // dX (M, in) = dY W; dW (out, in) += dY^T X; db += column sums of dY

@@ -17,7 +17,9 @@ std::unique_ptr<PackedF32Linear> PackedF32Linear::pack(const F32Linear& plain) {
 }
 
 void PackedF32Linear::forward(const float* X, float* Y, int64_t M, Activation act, bool accumulate) const {
-  kernels::linear_packed(X, *w_, nullptr, bias(), Y, M, act, accumulate);
+  kernels::WeightOperand op = f32_operand(nullptr, in_, out_);
+  op.packed = w_.get();  // its own packed copy
+  kernels::linear(X, op, bias(), Y, M, act, accumulate);
 }
 
 std::vector<ReprTensor> PackedF32Linear::tensors() const {

@@ -59,6 +59,15 @@ void LinearRepr::bias_backward(const float* dY, int64_t M, float* db) const {
   if (db && bias_.defined()) colsum_accumulate(dY, db, M, out_);
 }
 
+kernels::WeightOperand f32_operand(const float* W, int in, int out) {
+  kernels::WeightOperand op;
+  op.type = kernels::WeightType::F32;
+  op.N = out;
+  op.K = in;
+  op.data = W;
+  return op;
+}
+
 float* thread_scratch_f32(int64_t n, int slot) {
   thread_local std::vector<float> bufs[4];
   check(slot >= 0 && slot < 4, "thread_scratch_f32: slot ", slot, " out of range");

@@ -21,6 +21,7 @@
 
 #include "vitkit/core/tensor.h"
 #include "vitkit/kernels/activations.h"
+#include "vitkit/kernels/gemm.h"
 
 namespace vitkit {
 
@@ -120,6 +121,9 @@ class LinearRepr {
   int in_, out_;
   Tensor bias_;
 };
+
+// The plain f32 weight W (out, in) as the GEMM's operand (kernels/gemm.h).
+kernels::WeightOperand f32_operand(const float* W, int in, int out);
 
 // Thread-local scratch of at least n floats, for forward passes that transform
 // their input or weight (one per calling thread; grows, never shrinks).

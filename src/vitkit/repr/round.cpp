@@ -32,8 +32,7 @@ const float* RoundLinear::product_input(const float* X, int64_t M) const {
 }
 
 void RoundLinear::forward(const float* X, float* Y, int64_t M, Activation act, bool accumulate) const {
-  kernels::gemm(false, true, M, out_, in_, 1.f, product_input(X, M), in_, w_.f32(), in_, accumulate ? 1.f : 0.f, Y,
-                out_, bias(), act);
+  kernels::linear(product_input(X, M), f32_operand(w_.f32(), in_, out_), bias(), Y, M, act, accumulate);
 }
 
 std::unique_ptr<LinearRepr> RoundLinear::clone() const {
