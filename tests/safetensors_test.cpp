@@ -61,12 +61,6 @@ ViTConfig small_gray() {
   return c;
 }
 
-Tensor random_input(const ViTConfig& c, int64_t n, uint64_t seed) {
-  Tensor x = Tensor::empty({n, c.channels, c.image_size, c.image_size});
-  Rng rng(seed);
-  for (int64_t i = 0; i < x.numel(); ++i) x.f32()[i] = rng.normal();
-  return x;
-}
 
 bool python_has_torchvision() {
   static int ok = -1;
@@ -348,7 +342,7 @@ TEST(SafetensorsTorchvision, VitkitFilesLoadStrictAndMatchLogits) {
     const M& m = models[i];
     auto model = random_model(m.cfg, 100 + i);
     save_model(*model, dir + "/" + m.name + ".safetensors", m.dtype);
-    write_npy(dir + "/" + m.name + ".in.npy", random_input(m.cfg, 3, 200 + i));
+    write_npy(dir + "/" + m.name + ".in.npy", test::random_images(m.cfg, 3, 200 + i));
     args += " " + dir + "/" + m.name + ".safetensors " + dir + "/" + m.name + ".in.npy " + dir + "/" + m.name +
             ".torch.npy";
   }
