@@ -6,6 +6,7 @@
 #include <regex>
 
 #include "vitkit/compress/half.h"
+#include "vitkit/compress/quantize.h"
 #include "vitkit/compress/round.h"
 #include "vitkit/core/error.h"
 #include "vitkit/io/dataset.h"
@@ -128,6 +129,7 @@ const std::vector<const Pass*>& registered_passes() {
     v.push_back(make_round_pass());
     v.push_back(make_bf16_pass());
     v.push_back(make_f16_pass());
+    v.push_back(make_quantize_pass());
     // Later passes (quantize, lowrank, prune, distill) are added here.
     return v;
   }();

@@ -321,7 +321,10 @@ void unpack_weight_bf16(const PackedWeight& W, uint16_t* out) {
   s.wait();
 }
 
-size_t packed_bytes(const PackedWeight& W) { return W.desc.get_size(); }
+size_t packed_bytes(const PackedWeight& W) {
+  if (W.int8) return W.int8->size + sizeof(int32_t) * W.int8->rowsum.size();
+  return W.desc.get_size();
+}
 
 void linear_packed(const float* X, const PackedWeight& W, const float* in_place_data, const float* bias, float* Y,
                    int64_t M, Activation act, bool accumulate) {

@@ -26,6 +26,7 @@ struct Int8Packed {
   int64_t group = 0;
   int input_bits = 8;           // OneDnn: exact only for inputs of at most these bits
   AlignedBytes bytes;           // Panels: the panels; OneDnn: W as s8 (U8: W - 128), (N, K) row-major
+  size_t size = 0;              // bytes' size
   std::vector<int32_t> rowsum;  // OneDnn: sum_k of W's s8 values per output n
 };
 

@@ -778,11 +778,13 @@ std::shared_ptr<const PackedWeight> pack_weight_int8(const WeightOperand& W, int
     P->form = Int8Packed::Form::OneDnn;
     std::vector<int8_t> w8;
     const int8_t* w = weight_s8(W, w8, P->rowsum);
-    P->bytes = aligned_bytes(size_t(W.N * W.K));
+    P->size = size_t(W.N * W.K);
+    P->bytes = aligned_bytes(P->size);
     std::memcpy(P->bytes.get(), w, size_t(W.N * W.K));
   } else {
     P->form = Int8Packed::Form::Panels;
-    P->bytes = aligned_bytes(size_t(g.panels * g.Kp * NR));
+    P->size = size_t(g.panels * g.Kp * NR);
+    P->bytes = aligned_bytes(P->size);
     uint8_t* out = static_cast<uint8_t*>(P->bytes.get());
     for (int64_t j = 0; j < g.panels; ++j) pack_panel(static_cast<const uint8_t*>(W.data), g, j, out + j * g.Kp * NR);
   }

@@ -6,6 +6,7 @@
 #include "vitkit/repr/bf16.h"
 #include "vitkit/repr/f16.h"
 #include "vitkit/repr/f32.h"
+#include "vitkit/repr/int.h"
 #include "vitkit/repr/round.h"
 
 namespace vitkit {
@@ -15,6 +16,7 @@ const std::vector<ReprKind>& repr_kinds() {
       {"f32", load_f32_linear, "dense f32 weight (the default)"},
       {"bf16", load_bf16_linear, "bf16 weight and bf16 inputs, f32 accumulation"},
       {"f16", load_f16_linear, "IEEE half weight (half the bytes), f32 products"},
+      {"int", load_int_linear, "b-bit integer weights with f32 scales, b-bit or f32 inputs"},
       {"round", load_round_linear, "weight rounded to d decimals (stored as integer codes), optionally the inputs too"},
   };
   return kinds;

@@ -1,0 +1,304 @@
+#include "vitkit/repr/int.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+
+#include "vitkit/core/error.h"
+#include "vitkit/kernels/int_exact.h"
+
+namespace vitkit {
+
+using kernels::ScaleGranularity;
+
+// ---- the format -----------------------------------------------------------------
+
+static const char* granularity_name(ScaleGranularity g) {
+  return g == ScaleGranularity::Tensor ? "tensor" : g == ScaleGranularity::Channel ? "channel" : "group";
+}
+
+void IntFormat::validate(int in) const {
+  check(bits >= 2 && bits <= 16, "int: weight bits ", bits, " outside 2..16");
+  check(abits == 0 || (abits >= 2 && abits <= 16), "int: input bits ", abits, " outside 2..16 (0: f32 inputs)");
+  if (granularity == ScaleGranularity::Group)
+    check(group > 0 && in % group == 0, "int: group ", group, " does not divide the layer's ", in, " inputs");
+  if (static_inputs) {
+    check(abits > 0, "int: static input quantization needs input bits (abits > 0)");
+    check(in_scale > 0 && std::isfinite(in_scale), "int: static input scale ", in_scale, " must be positive");
+    check(in_zero >= 0 && in_zero <= (1 << abits) - 1, "int: static input zero point ", in_zero, " outside 0..",
+          (1 << abits) - 1);
+  }
+}
+
+nlohmann::json IntFormat::to_json() const {
+  nlohmann::json j{{"bits", bits},
+                   {"granularity", granularity_name(granularity)},
+                   {"symmetric", symmetric},
+                   {"abits", abits},
+                   {"inputs", abits == 0 ? "f32" : static_inputs ? "static" : "dynamic"}};
+  if (granularity == ScaleGranularity::Group) j["group"] = group;
+  if (static_inputs) {
+    j["in_scale"] = in_scale;
+    j["in_zero"] = in_zero;
+  }
+  return j;
+}
+
+IntFormat IntFormat::from_json(const nlohmann::json& j) {
+  IntFormat f;
+  try {
+    f.bits = j.at("bits").get<int>();
+    const std::string g = j.at("granularity").get<std::string>();
+    check(g == "tensor" || g == "channel" || g == "group", "granularity '", g, "' is not tensor, channel or group");
+    f.granularity = g == "tensor" ? ScaleGranularity::Tensor : g == "channel" ? ScaleGranularity::Channel
+                                                                            : ScaleGranularity::Group;
+    if (f.granularity == ScaleGranularity::Group) f.group = j.at("group").get<int64_t>();
+    f.symmetric = j.at("symmetric").get<bool>();
+    f.abits = j.at("abits").get<int>();
+    const std::string in = j.at("inputs").get<std::string>();
+    check(in == "f32" || in == "static" || in == "dynamic", "inputs '", in, "' is not f32, static or dynamic");
+    check((in == "f32") == (f.abits == 0), "inputs '", in, "' with abits ", f.abits);
+    f.static_inputs = in == "static";
+    if (f.static_inputs) {
+      f.in_scale = j.at("in_scale").get<float>();
+      f.in_zero = j.at("in_zero").get<int32_t>();
+    }
+  } catch (const nlohmann::json::exception& e) {
+    fail("int metadata: ", e.what());
+  }
+  return f;
+}
+
+std::string IntFormat::describe() const {
+  std::string s = cat("int", bits, symmetric ? "" : " with zero points", " per ", granularity_name(granularity),
+                      granularity == ScaleGranularity::Group ? cat(" of ", group) : std::string());
+  if (abits == 0) return s + ", f32 inputs";
+  return s + cat(", inputs int", abits, static_inputs ? " static" : " per row");
+}
+
+// ---- the layer ------------------------------------------------------------------
+
+int64_t IntLinear::groups() const {
+  return f_.granularity == ScaleGranularity::Group ? in_ / f_.group : 1;
+}
+
+static DType code_dtype(const IntFormat& f) {
+  if (f.bits <= 8) return f.symmetric ? DType::I8 : DType::U8;
+  return DType::I32;
+}
+
+static int64_t scale_count(const IntFormat& f, int in, int out) {
+  return f.granularity == ScaleGranularity::Tensor ? 1
+         : f.granularity == ScaleGranularity::Channel ? out
+                                                      : int64_t(out) * (in / f.group);
+}
+
+IntLinear::IntLinear(const float* W, int in, int out, Tensor bias, const IntFormat& f)
+    : SteRepr(in, out, std::move(bias)), f_(f) {
+  f_.validate(in);
+  set_weight(W);
+}
+
+IntLinear::IntLinear(int in, int out, Tensor bias, const IntFormat& f, Tensor codes, Tensor scales, Tensor zeros)
+    : SteRepr(in, out, std::move(bias)), f_(f), codes_(std::move(codes)), scales_(std::move(scales)),
+      zeros_(std::move(zeros)) {
+  f_.validate(in);
+  check(codes_.dtype() == code_dtype(f_) && codes_.numel() == int64_t(in) * out, "int: codes are ",
+        dtype_name(codes_.dtype()), " x", codes_.numel(), ", expected ", dtype_name(code_dtype(f_)), " x",
+        int64_t(in) * out);
+  check(scales_.dtype() == DType::F32 && scales_.numel() == scale_count(f_, in, out), "int: ", scales_.numel(),
+        " scales, expected ", scale_count(f_, in, out));
+  check(f_.symmetric == !zeros_.defined(), "int: zero points ", zeros_.defined() ? "given" : "missing", " for a ",
+        f_.symmetric ? "symmetric" : "zero-point", " weight");
+  prepare();
+}
+
+// Per scale group: the scale, zero point and codes of its values (int.h's formula).
+void IntLinear::set_weight(const float* W) {
+  const int b = f_.bits, qmax_s = (1 << (b - 1)) - 1, qmax_u = (1 << b) - 1;
+  const int64_t n_scales = scale_count(f_, in_, out_), G = groups();
+  const int64_t L = f_.granularity == ScaleGranularity::Tensor ? int64_t(in_) * out_ : in_ / G;
+  Tensor codes = Tensor::empty({out_, in_}, code_dtype(f_)), scales = Tensor::empty({n_scales});
+  Tensor zeros = f_.symmetric ? Tensor() : Tensor::empty({n_scales}, DType::I32);
+  std::vector<int32_t> q(static_cast<size_t>(L));
+  for (int64_t c = 0; c < n_scales; ++c) {
+    const float* w = W + c * L;  // a group's values are consecutive in every granularity
+    float s = 1.f;
+    int32_t z = 0;
+    if (f_.symmetric) {
+      float amax = 0.f;
+      for (int64_t i = 0; i < L; ++i) amax = std::max(amax, std::fabs(w[i]));
+      if (amax > 0) s = amax / float(qmax_s);
+      for (int64_t i = 0; i < L; ++i)
+        q[size_t(i)] = int32_t(std::clamp(std::nearbyint(w[i] / s), float(-qmax_s), float(qmax_s)));
+    } else {
+      float lo = 0.f, hi = 0.f;
+      for (int64_t i = 0; i < L; ++i) lo = std::min(lo, w[i]), hi = std::max(hi, w[i]);
+      if (hi > lo) {
+        s = (hi - lo) / float(qmax_u);
+        z = int32_t(std::clamp(std::nearbyint(-lo / s), 0.f, float(qmax_u)));
+      }
+      for (int64_t i = 0; i < L; ++i)
+        q[size_t(i)] = int32_t(std::clamp(std::nearbyint(w[i] / s) + float(z), 0.f, float(qmax_u)));
+      zeros.data<int32_t>()[c] = z;
+    }
+    check(std::isfinite(s), "int: a weight group has a non-finite value");
+    scales.f32()[c] = s;
+    for (int64_t i = 0; i < L; ++i) {
+      const int64_t at = c * L + i;
+      switch (codes.dtype()) {
+        case DType::I8: codes.data<int8_t>()[at] = int8_t(q[size_t(i)]); break;
+        case DType::U8: codes.data<uint8_t>()[at] = uint8_t(q[size_t(i)]); break;
+        default: codes.data<int32_t>()[at] = q[size_t(i)];
+      }
+    }
+  }
+  codes_ = codes;
+  scales_ = scales;
+  zeros_ = zeros;
+  prepare();
+}
+
+kernels::WeightOperand IntLinear::operand() const {
+  kernels::WeightOperand op;
+  op.type = f_.symmetric ? kernels::WeightType::S8 : kernels::WeightType::U8;
+  op.N = out_;
+  op.K = in_;
+  op.data = codes_.raw();
+  op.packed = packed_.get();
+  op.granularity = f_.granularity;
+  op.group = f_.group;
+  op.scales = scales_.f32();
+  op.zeros = zeros_.defined() ? zeros_.data<int32_t>() : nullptr;
+  return op;
+}
+
+kernels::InputQuant IntLinear::input_quant() const {
+  kernels::InputQuant q;
+  q.mode = f_.static_inputs ? kernels::InputQuant::Mode::Static : kernels::InputQuant::Mode::DynamicPerRow;
+  q.bits = f_.abits;
+  q.scale = f_.in_scale;
+  q.zero = f_.in_zero;
+  return q;
+}
+
+void IntLinear::prepare() {
+  packed_.reset();
+  if (f_.bits <= 8 && f_.abits >= 2 && f_.abits <= 8) packed_ = kernels::pack_weight_int8(operand(), f_.abits);
+}
+
+// The codes (out, in) as int32 (the exact path's operand).
+static const int32_t* codes_i32(const Tensor& codes) {
+  if (codes.dtype() == DType::I32) return codes.data<int32_t>();
+  const int64_t n = codes.numel();
+  thread_local std::vector<int32_t> buf;
+  if (int64_t(buf.size()) < n) buf.resize(size_t(n));
+  if (codes.dtype() == DType::I8)
+    for (int64_t i = 0; i < n; ++i) buf[size_t(i)] = codes.data<int8_t>()[i];
+  else
+    for (int64_t i = 0; i < n; ++i) buf[size_t(i)] = codes.data<uint8_t>()[i];
+  return buf.data();
+}
+
+void IntLinear::forward(const float* X, float* Y, int64_t M, Activation act, bool accumulate) const {
+  if (f_.abits == 0) {  // weight-only: the dequantized weight in f32, in this thread's buffer
+    thread_local std::vector<float> w;
+    kernels::linear(X, f32_operand(plain_weight(w), in_, out_), bias(), Y, M, act, accumulate);
+    return;
+  }
+  if (packed_) {
+    kernels::linear(X, operand(), bias(), Y, M, act, accumulate, input_quant());
+    return;
+  }
+  kernels::IntWeights iw;
+  iw.N = out_;
+  iw.K = in_;
+  iw.codes = codes_i32(codes_);
+  iw.granularity = f_.granularity;
+  iw.group = f_.group;
+  iw.scales = scales_.f32();
+  iw.zeros = zeros_.defined() ? zeros_.data<int32_t>() : nullptr;
+  kernels::linear_int_exact(X, iw, bias(), Y, M, act, accumulate, input_quant());
+}
+
+const float* IntLinear::plain_weight(std::vector<float>& scratch) const {
+  const int64_t n = int64_t(in_) * out_, G = groups();
+  const int64_t L = f_.granularity == ScaleGranularity::Tensor ? n : in_ / G;
+  scratch.resize(size_t(n));
+  for (int64_t i = 0; i < n; ++i) {
+    const int64_t c = i / L;
+    int32_t q;
+    switch (codes_.dtype()) {
+      case DType::I8: q = codes_.data<int8_t>()[i]; break;
+      case DType::U8: q = codes_.data<uint8_t>()[i]; break;
+      default: q = codes_.data<int32_t>()[i];
+    }
+    const int32_t z = zeros_.defined() ? zeros_.data<int32_t>()[c] : 0;
+    scratch[size_t(i)] = scales_.f32()[c] * float(q - z);
+  }
+  return scratch.data();
+}
+
+const float* IntLinear::product_input(const float* X, int64_t M) const {
+  if (f_.abits == 0) return X;
+  float* x = thread_scratch_f32(M * in_, 0);
+  std::vector<int32_t> q(static_cast<size_t>(in_));
+  const kernels::InputQuant xq = input_quant();
+  for (int64_t m = 0; m < M; ++m) {
+    float s;
+    int32_t z;
+    kernels::quantize_input_row(X + m * in_, in_, xq, &s, &z, q.data());
+    for (int64_t k = 0; k < in_; ++k) x[m * in_ + k] = s * float(q[size_t(k)] - z);
+  }
+  return x;
+}
+
+std::vector<ReprTensor> IntLinear::own_tensors() const {
+  std::vector<ReprTensor> v{{"weight", codes_, false, false, false, true},
+                            {"weight_scale", scales_, false, false, false, true}};
+  if (zeros_.defined()) v.push_back({"weight_zero", zeros_, false, false, false, true});
+  return v;
+}
+
+int64_t IntLinear::resident_bytes() const {
+  return LinearRepr::resident_bytes() + (packed_ ? int64_t(kernels::packed_bytes(*packed_)) : 0);
+}
+
+std::unique_ptr<LinearRepr> IntLinear::clone() const {
+  auto c = std::make_unique<IntLinear>(in_, out_, bias_.defined() ? bias_.clone() : Tensor(), f_, codes_.clone(),
+                                       scales_.clone(), zeros_.defined() ? zeros_.clone() : Tensor());
+  copy_training_state(*c);
+  return c;
+}
+
+std::unique_ptr<LinearRepr> load_int_linear(const ReprFile& f) {
+  IntFormat fmt;
+  try {
+    fmt = IntFormat::from_json(f.meta);
+    fmt.validate(f.in);
+  } catch (const Error& e) {
+    fail(f.where, ": ", e.what());
+  }
+  Tensor codes = read_checked(f, "weight", {code_dtype(fmt)}, weight_shapes(f)).reshape({f.out, f.in});
+  const int64_t ns = scale_count(fmt, f.in, f.out);
+  Tensor scales = read_checked(f, "weight_scale", {DType::F32}, {Shape{ns}});
+  for (int64_t i = 0; i < ns; ++i)
+    check(scales.f32()[i] > 0 && std::isfinite(scales.f32()[i]), f.path, ": tensor '", f.name("weight_scale"),
+          "' has a scale ", scales.f32()[i], " that is not positive and finite");
+  Tensor zeros;
+  const int lo = fmt.symmetric ? -((1 << (fmt.bits - 1)) - 1) : 0;
+  const int hi = fmt.symmetric ? (1 << (fmt.bits - 1)) - 1 : (1 << fmt.bits) - 1;
+  if (!fmt.symmetric) {
+    zeros = read_checked(f, "weight_zero", {DType::I32}, {Shape{ns}});
+    for (int64_t i = 0; i < ns; ++i)
+      check(zeros.data<int32_t>()[i] >= lo && zeros.data<int32_t>()[i] <= hi, f.path, ": tensor '",
+            f.name("weight_zero"), "' has a zero point outside ", lo, "..", hi);
+  }
+  const int32_t* q = codes_i32(codes);
+  for (int64_t i = 0; i < codes.numel(); ++i)
+    check(q[i] >= lo && q[i] <= hi, f.path, ": tensor '", f.name("weight"), "' has code ", q[i], " outside ", lo,
+          "..", hi, " for ", fmt.bits, " bits");
+  return std::make_unique<IntLinear>(f.in, f.out, read_bias(f), fmt, codes, scales, zeros);
+}
+
+}  // namespace vitkit

@@ -1,0 +1,88 @@
+// int: the weight quantized to b-bit integers (b = 2..16) with f32 scales per
+// tensor, per output channel or per group of G consecutive inputs, symmetric
+// (codes in [-(2^(b-1) - 1), 2^(b-1) - 1]) or with zero points (codes in
+// [0, 2^b - 1]); the inputs quantized too (abits = 2..16 unsigned codes with a
+// zero point, dynamic per row or static from calibration), or kept in f32
+// (abits = 0: weight-only quantization).
+//
+// Weights, per scale group of values w:
+//   symmetric:  s = max|w| / (2^(b-1) - 1)                   q = clamp(round(w / s), -qmax, qmax)
+//   zero point: lo = min(0, min w), hi = max(0, max w)
+//               s = (hi - lo) / (2^b - 1), z = clamp(round(-lo / s), 0, 2^b - 1)
+//                                                            q = clamp(round(w / s) + z, 0, 2^b - 1)
+//   (s = 1, z = 0 for an all-zero group; round: to nearest, ties to even), w ~ s (q - z).
+// Products: b <= 8 and abits 2..8 run on the exact integer kernels
+// (kernels::linear, S8/U8 weights packed once); other widths through
+// kernels::linear_int_exact, the same formula evaluated exactly (bit-identical
+// to the kernels at 8 bits); abits = 0 multiplies the dequantized weight in f32.
+// Files: "weight" holds the codes (I8 or U8 up to 8 bits, I16 or I32 above),
+// NAME.weight_scale the scales (F32), NAME.weight_zero the zero points (I32);
+// the widths, granularity and static input scale are the layer's metadata.
+// Trains through an f32 latent weight (quantization-aware training): the
+// weight and its scales are derived again from it after every step.
+#pragma once
+#include <memory>
+#include <string>
+
+#include "vitkit/kernels/gemm.h"
+#include "vitkit/repr/registry.h"
+#include "vitkit/repr/ste.h"
+
+namespace vitkit {
+
+struct IntFormat {
+  int bits = 8;  // weight bits, 2..16
+  kernels::ScaleGranularity granularity = kernels::ScaleGranularity::Channel;
+  int64_t group = 0;  // Group: inputs per scale
+  bool symmetric = true;
+  int abits = 8;               // input bits, 2..16; 0: inputs stay f32
+  bool static_inputs = false;  // the input scale and zero point below, not per row
+  float in_scale = 0.f;
+  int32_t in_zero = 0;
+  // Checks the fields for a layer of `in` inputs; Error naming the field.
+  void validate(int in) const;
+  nlohmann::json to_json() const;
+  static IntFormat from_json(const nlohmann::json& j);  // Error naming the key
+  std::string describe() const;                        // "int8 per channel, inputs int8 per row"
+};
+
+class IntLinear : public SteRepr {
+ public:
+  // W (out, in) f32, quantized here; bias shared.
+  IntLinear(const float* W, int in, int out, Tensor bias, const IntFormat& f);
+  // As stored: codes (out, in), scales, zero points (undefined when symmetric).
+  IntLinear(int in, int out, Tensor bias, const IntFormat& f, Tensor codes, Tensor scales, Tensor zeros);
+  std::string kind() const override { return "int"; }
+  std::string describe() const override { return f_.describe(); }
+  void forward(const float* X, float* Y, int64_t M, Activation act, bool accumulate) const override;
+  std::unique_ptr<LinearRepr> clone() const override;
+  const float* plain_weight(std::vector<float>& scratch) const override;
+  nlohmann::json meta() const override { return f_.to_json(); }
+  int64_t resident_bytes() const override;
+  const IntFormat& format() const { return f_; }
+  const Tensor& codes() const { return codes_; }
+  const Tensor& scales() const { return scales_; }
+  // Whether forward runs on the integer kernels (else the exact simulation or f32).
+  bool on_integer_kernels() const { return packed_ != nullptr; }
+
+ protected:
+  std::vector<ReprTensor> own_tensors() const override;
+  void set_weight(const float* W) override;
+  // The inputs as the product sees them: s (q - z), or X (abits 0).
+  const float* product_input(const float* X, int64_t M) const override;
+
+ private:
+  int64_t groups() const;  // scale groups per output row
+  kernels::WeightOperand operand() const;
+  kernels::InputQuant input_quant() const;
+  void prepare();  // packs the codes for the integer kernels where they apply
+  IntFormat f_;
+  Tensor codes_;   // I8 / U8 (bits <= 8) or I32 (out, in)
+  Tensor scales_;  // F32
+  Tensor zeros_;   // I32, or undefined (symmetric)
+  std::shared_ptr<const kernels::PackedWeight> packed_;
+};
+
+std::unique_ptr<LinearRepr> load_int_linear(const ReprFile& f);
+
+}  // namespace vitkit
