@@ -27,6 +27,7 @@
 #include "vitkit/core/error.h"
 #include "vitkit/core/tensor.h"
 #include "vitkit/core/threads.h"
+#include "vitkit/kernels/int_exact.h"
 
 namespace vitkit {
 namespace {
@@ -43,18 +44,17 @@ float clampq(float v, float qmax) {
   return v < qmax ? v : qmax;
 }
 
-// gemm.h's formula, one element at a time.
-std::vector<float> reference(const std::vector<float>& X, int64_t M, const WeightOperand& W, const float* bias,
-                             const std::vector<float>& Y0, bool accumulate, Activation act, const InputQuant& xq) {
-  const int64_t N = W.N, K = W.K;
-  const int64_t L = W.granularity == ScaleGranularity::Group ? W.group : K, G = K / L;
+// gemm.h's formula, one element at a time, for weight codes of any width
+// (code(n, k); int64 sums) and inputs of up to 16 bits.
+template <typename Code>
+std::vector<float> reference_codes(const std::vector<float>& X, int64_t M, int64_t N, int64_t K,
+                                   ScaleGranularity gran, int64_t group, const Code& code, const float* scales,
+                                   const int32_t* zeros, const float* bias, const std::vector<float>& Y0,
+                                   bool accumulate, Activation act, const InputQuant& xq) {
+  const int64_t L = gran == ScaleGranularity::Group ? group : K, G = K / L;
   const int qmax = (1 << xq.bits) - 1;
-  auto wv = [&](int64_t n, int64_t k) -> int64_t {
-    return W.type == WeightType::S8 ? int64_t(static_cast<const int8_t*>(W.data)[n * K + k])
-                                    : int64_t(static_cast<const uint8_t*>(W.data)[n * K + k]);
-  };
   auto idx = [&](int64_t n, int64_t g) -> int64_t {
-    return W.granularity == ScaleGranularity::Tensor ? 0 : W.granularity == ScaleGranularity::Channel ? n : n * G + g;
+    return gran == ScaleGranularity::Tensor ? 0 : gran == ScaleGranularity::Channel ? n : n * G + g;
   };
   std::vector<float> Y(size_t(M * N));
   std::vector<int64_t> q(static_cast<size_t>(K));
@@ -83,10 +83,10 @@ std::vector<float> reference(const std::vector<float>& X, int64_t M, const Weigh
     for (int64_t n = 0; n < N; ++n) {
       float A = 0.f;
       for (int64_t g = 0; g < G; ++g) {
-        const int64_t zw = W.zeros ? W.zeros[idx(n, g)] : 0;
+        const int64_t zw = zeros ? zeros[idx(n, g)] : 0;
         int64_t T = 0;
-        for (int64_t k = g * L; k < (g + 1) * L; ++k) T += (q[size_t(k)] - z) * (wv(n, k) - zw);
-        const float sw = W.scales[idx(n, g)];
+        for (int64_t k = g * L; k < (g + 1) * L; ++k) T += (q[size_t(k)] - z) * (int64_t(code(n, k)) - zw);
+        const float sw = scales[idx(n, g)];
         A = g == 0 ? sw * float(T) : std::fma(sw, float(T), A);
       }
       float c = bias ? bias[n] : 0.f;
@@ -97,6 +97,17 @@ std::vector<float> reference(const std::vector<float>& X, int64_t M, const Weigh
     }
   }
   return Y;
+}
+
+// The same for an S8/U8 operand.
+std::vector<float> reference(const std::vector<float>& X, int64_t M, const WeightOperand& W, const float* bias,
+                             const std::vector<float>& Y0, bool accumulate, Activation act, const InputQuant& xq) {
+  const int64_t K = W.K;
+  auto wv = [&](int64_t n, int64_t k) -> int64_t {
+    return W.type == WeightType::S8 ? int64_t(static_cast<const int8_t*>(W.data)[n * K + k])
+                                    : int64_t(static_cast<const uint8_t*>(W.data)[n * K + k]);
+  };
+  return reference_codes(X, M, W.N, K, W.granularity, W.group, wv, W.scales, W.zeros, bias, Y0, accumulate, act, xq);
 }
 
 // Number of elements whose bits differ; the first one in *where.
@@ -368,7 +379,8 @@ TEST(GemmInt8, ThreadsAndParallelRegion) {
   set_num_threads(saved);
 }
 
-// pack_weight_int8 gives the plain operand's results bit for bit (both forms).
+// pack_weight_int8 gives the plain operand's results bit for bit (both forms),
+// and unpack_weight_int8 gives the weight's bytes back exactly.
 TEST(GemmInt8, PackedEqualsPlain) {
   std::mt19937 rng(5);
   std::map<std::string, int> kernels_used;
@@ -399,6 +411,10 @@ TEST(GemmInt8, PackedEqualsPlain) {
       kernels::linear(l.x.data(), Wp, l.bias.data(), Yp.data(), M, Activation::Relu, true, xq);
       EXPECT_EQ(bit_mismatches(Yp, Y), 0) << name(c.type) << " " << name(c.gran) << " " << M << "x" << K << "x" << N;
       ++kernels_used[kernels::int8_kernel(Wp, xq)];
+      std::vector<uint8_t> back(l.w.size(), 0x5a);
+      kernels::unpack_weight_int8(*P, back.data());
+      EXPECT_TRUE(back == l.w) << "unpacked " << name(c.type) << " " << name(c.gran) << " " << c.group << " " << K
+                               << "x" << N << " (" << kernels::int8_kernel(Wp, xq) << ")";
     }
   for (auto& [k, n] : kernels_used) std::printf("  packed kernel %s: %d cases\n", k.c_str(), n);
 }
@@ -511,6 +527,254 @@ TEST(GemmInt8, OneDnnAloneAtTheExtremes) {
   strm.wait();
   std::printf("  oneDNN %s alone: %d for %lld (%s)\n", pd.impl_info_str(), y[0], 255LL * 127 * K,
               y[0] == 255 * 127 * K ? "exact" : "saturated");
+}
+
+// ---- linear_int_exact: the same formula for any width --------------------------------
+
+// A layer's weight as linear_int_exact takes it: its codes as int32 (into codes).
+kernels::IntWeights exact_weights(const IntLayer& l, std::vector<int32_t>& codes) {
+  codes.resize(l.w.size());
+  for (size_t i = 0; i < l.w.size(); ++i) codes[i] = l.type == WeightType::S8 ? int32_t(int8_t(l.w[i])) : l.w[i];
+  kernels::IntWeights w;
+  w.N = l.N;
+  w.K = l.K;
+  w.codes = codes.data();
+  w.granularity = l.gran;
+  w.group = l.group;
+  w.scales = l.scales.data();
+  w.zeros = l.zp ? l.zeros.data() : nullptr;
+  return w;
+}
+
+// Where both apply (S8/U8 codes, inputs of 2..8 bits), linear_int_exact gives
+// kernels::linear's bits (and both the scalar reference's): S8 and U8, Tensor,
+// Channel and Group scales (odd groups too), with and without zero points,
+// weights of 8, 4 and 2 bits' range, inputs of 8, 7, 4 and 2 bits, dynamic and
+// static, every activation, bias, accumulation; odd shapes.
+TEST(IntExact, BitIdenticalToTheKernels) {
+  std::mt19937 rng(11);
+  std::map<std::string, int> kernels_used;
+  const Activation acts[] = {Activation::None, Activation::Gelu, Activation::GeluTanh, Activation::Relu};
+  int64_t n_case = 0, compared = 0;
+  for (auto [M, K, N] : std::vector<std::array<int64_t, 3>>{{1, 7, 1}, {3, 40, 21}, {13, 96, 33}, {50, 64, 10}})
+    for (WeightType type : {WeightType::S8, WeightType::U8}) {
+      std::vector<std::pair<ScaleGranularity, int64_t>> grans = {{ScaleGranularity::Tensor, 0},
+                                                                 {ScaleGranularity::Channel, 0}};
+      for (int64_t g : {int64_t(1), int64_t(8), int64_t(5), K / 2})
+        if (g > 0 && K % g == 0) grans.push_back({ScaleGranularity::Group, g});
+      for (auto [gran, group] : grans)
+        for (bool zp : {false, true})
+          for (int wbits : {8, 4, 2})
+            for (int bits : {8, 7, 4, 2})
+              for (bool stat : {false, true}) {
+                const int64_t c = n_case++;
+                // The weight's code range at wbits (S8 at 8 bits: all of it, -128 too).
+                const int wlo = type == WeightType::S8 ? (wbits == 8 ? -128 : -((1 << (wbits - 1)) - 1)) : 0;
+                const int whi = type == WeightType::S8 ? (1 << (wbits - 1)) - 1 : (1 << wbits) - 1;
+                IntLayer l = make_layer(rng, type, gran, group, zp, M, K, N, wlo, whi);
+                InputQuant xq;
+                xq.bits = bits;
+                if (stat) xq = static_quant(bits);
+                const bool bias = c % 2 == 0, acc = c % 3 == 1;
+                const Activation act = acts[(c / 3) % 4];
+                const float* b = bias ? l.bias.data() : nullptr;
+                std::vector<float> Yk = l.y0, Ye = l.y0;
+                kernels::linear(l.x.data(), l.op(), b, Yk.data(), M, act, acc, xq);
+                std::vector<int32_t> codes;
+                kernels::linear_int_exact(l.x.data(), exact_weights(l, codes), b, Ye.data(), M, act, acc, xq);
+                const std::vector<float> R = reference(l.x, M, l.op(), b, l.y0, acc, act, xq);
+                const std::string what = cat(name(type), " ", name(gran), " group ", group, zp ? " zp" : "",
+                                             " wbits ", wbits, " M ", M, " K ", K, " N ", N, " bits ", bits,
+                                             stat ? " static" : " dynamic", bias ? " bias" : "", " ", to_string(act),
+                                             acc ? " accumulate" : "");
+                std::string where;
+                EXPECT_EQ(bit_mismatches(Ye, Yk, &where), 0) << what << ": exact vs kernel " << where;
+                EXPECT_EQ(bit_mismatches(Ye, R, &where), 0) << what << ": exact vs reference " << where;
+                ++kernels_used[kernels::int8_kernel(l.op(), xq)];
+                ++compared;
+              }
+    }
+  for (auto& [k, n] : kernels_used) std::printf("  kernel %s: %d cases\n", k.c_str(), n);
+  std::printf("  %lld layers: linear_int_exact == kernels::linear bit for bit\n", (long long)compared);
+  EXPECT_GT(kernels_used["s16"], 0);
+}
+
+// A weight of int32 codes of any width (2..16 bits): symmetric codes in
+// [-(2^(b-1) - 1), 2^(b-1) - 1], or [0, 2^b - 1] with zero points in that range.
+struct WideLayer {
+  int64_t M = 0, N = 0, K = 0;
+  ScaleGranularity gran = ScaleGranularity::Channel;
+  int64_t group = 0;
+  std::vector<int32_t> codes, zeros;
+  std::vector<float> scales, x, bias, y0;
+  bool zp = false;
+  kernels::IntWeights weights() const {
+    kernels::IntWeights w;
+    w.N = N;
+    w.K = K;
+    w.codes = codes.data();
+    w.granularity = gran;
+    w.group = group;
+    w.scales = scales.data();
+    w.zeros = zp ? zeros.data() : nullptr;
+    return w;
+  }
+  std::vector<float> reference(bool with_bias, bool acc, Activation act, const InputQuant& xq) const {
+    auto code = [&](int64_t n, int64_t k) { return codes[size_t(n * K + k)]; };
+    return reference_codes(x, M, N, K, gran, group, code, scales.data(), zp ? zeros.data() : nullptr,
+                           with_bias ? bias.data() : nullptr, y0, acc, act, xq);
+  }
+};
+
+WideLayer make_wide(std::mt19937& rng, int bits, bool zp, ScaleGranularity gran, int64_t group, int64_t M, int64_t K,
+                    int64_t N) {
+  // make_layer's scales, inputs (a zero row, a non-negative row), bias and Y0
+  const IntLayer base = make_layer(rng, WeightType::S8, gran, group, false, M, K, N, 0, 0);
+  WideLayer l;
+  l.M = M;
+  l.N = N;
+  l.K = K;
+  l.gran = gran;
+  l.group = group;
+  l.zp = zp;
+  l.scales = base.scales;
+  l.x = base.x;
+  l.bias = base.bias;
+  l.y0 = base.y0;
+  const int qs = (1 << (bits - 1)) - 1, qu = (1 << bits) - 1;
+  std::uniform_int_distribution<int> cd(zp ? 0 : -qs, zp ? qu : qs), zd(0, qu);
+  l.codes.resize(size_t(N * K));
+  for (auto& c : l.codes) c = cd(rng);
+  l.zeros.resize(l.scales.size());
+  for (auto& z : l.zeros) z = zd(rng);
+  return l;
+}
+
+// Weights and inputs of 9..16 bits (and 8 / 2 bits beside 16): the scalar
+// reference (int64 sums, which pass 2^31 here) bit for bit.
+TEST(IntExact, WideWidthsMatchTheScalarReference) {
+  std::mt19937 rng(12);
+  const Activation acts[] = {Activation::None, Activation::Gelu, Activation::GeluTanh, Activation::Relu};
+  const std::vector<std::pair<int, int>> widths = {{9, 9}, {12, 10}, {16, 16}, {16, 2}, {8, 16}, {2, 12}, {10, 8}};
+  int64_t n_case = 0;
+  for (auto [M, K, N] : std::vector<std::array<int64_t, 3>>{{1, 7, 3}, {5, 80, 17}, {3, 1000, 4}})
+    for (auto [wbits, bits] : widths)
+      for (bool zp : {false, true})
+        for (auto [gran, group] : std::vector<std::pair<ScaleGranularity, int64_t>>{
+                 {ScaleGranularity::Tensor, 0}, {ScaleGranularity::Channel, 0}, {ScaleGranularity::Group, 0}})
+          for (bool stat : {false, true}) {
+            const int64_t c = n_case++;
+            const int64_t g = gran == ScaleGranularity::Group ? (K % 5 == 0 ? 5 : K) : 0;
+            const WideLayer l = make_wide(rng, wbits, zp, gran, g, M, K, N);
+            InputQuant xq;
+            xq.bits = bits;
+            if (stat) xq = static_quant(bits);
+            const bool bias = c % 2 == 0, acc = c % 3 == 2;
+            const Activation act = acts[c % 4];
+            std::vector<float> Y = l.y0;
+            kernels::linear_int_exact(l.x.data(), l.weights(), bias ? l.bias.data() : nullptr, Y.data(), M, act, acc,
+                                      xq);
+            std::string where;
+            EXPECT_EQ(bit_mismatches(Y, l.reference(bias, acc, act, xq), &where), 0)
+                << "wbits " << wbits << " bits " << bits << (zp ? " zp " : " ") << name(gran) << " " << g << " M " << M
+                << " K " << K << " N " << N << (stat ? " static" : " dynamic") << " " << to_string(act)
+                << (acc ? " accumulate" : "") << ": " << where;
+          }
+}
+
+// The extremes: every product (2^16 - 1) * (2^16 - 1), K = 4096, sums of
+// 1.76e13 (far beyond s32), the value itself and not only the reference's.
+TEST(IntExact, ExtremeSumsExact) {
+  for (int64_t K : {1, 4096})
+    for (bool neg : {false, true}) {
+      WideLayer l;
+      l.M = 2;
+      l.N = 3;
+      l.K = K;
+      l.gran = ScaleGranularity::Tensor;
+      l.zp = true;
+      l.codes.assign(size_t(l.N * K), neg ? 0 : 65535);
+      l.zeros = {neg ? 65535 : 0};
+      l.scales = {1.f};
+      l.x.assign(size_t(l.M * K), 65535.f);
+      l.y0.assign(size_t(l.M * l.N), 0.f);
+      InputQuant xq;
+      xq.mode = InputQuant::Mode::Static;
+      xq.bits = 16;
+      xq.scale = 1.f;
+      xq.zero = 0;
+      std::vector<float> Y(size_t(l.M * l.N));
+      kernels::linear_int_exact(l.x.data(), l.weights(), nullptr, Y.data(), l.M, Activation::None, false, xq);
+      const double T = double(K) * 65535.0 * 65535.0 * (neg ? -1 : 1);
+      EXPECT_EQ(Y[0], float(T)) << K;
+      EXPECT_EQ(bit_mismatches(Y, l.reference(false, false, Activation::None, xq)), 0) << K;
+    }
+}
+
+// quantize_input_row (what linear_int_exact and the int layer's straight-through
+// input use): gemm.h's scale, zero point and codes, codes within 0..2^bits - 1.
+TEST(IntExact, InputRowsAsTheKernels) {
+  std::mt19937 rng(13);
+  std::uniform_real_distribution<float> d(-3.f, 3.f);
+  for (int bits : {2, 4, 8, 12, 16})
+    for (bool stat : {false, true})
+      for (int64_t K : {1, 9, 64}) {
+        std::vector<float> x(static_cast<size_t>(K));
+        for (auto& v : x) v = d(rng);
+        InputQuant xq;
+        xq.bits = bits;
+        if (stat) xq = static_quant(bits);
+        float s = 0;
+        int32_t z = -1;
+        std::vector<int32_t> q(static_cast<size_t>(K));
+        kernels::quantize_input_row(x.data(), K, xq, &s, &z, q.data());
+        // gemm.h's scale and zero point (dynamic: over [min(0, min x), max(0, max x)]).
+        const int qmax = (1 << bits) - 1;
+        float lo = 0.f, hi = 0.f;
+        for (float v : x) lo = std::min(lo, v), hi = std::max(hi, v);
+        const float ds = (hi - lo) / float(qmax);
+        EXPECT_EQ(s, stat ? xq.scale : ds) << bits << " " << K;
+        EXPECT_EQ(z, stat ? xq.zero : int32_t(clampq(std::nearbyint(-lo / ds), float(qmax)))) << bits << " " << K;
+        for (int64_t k = 0; k < K; ++k) {
+          EXPECT_GE(q[size_t(k)], 0);
+          EXPECT_LE(q[size_t(k)], qmax);
+          EXPECT_EQ(q[size_t(k)], int32_t(clampq(std::nearbyint(x[size_t(k)] / s) + float(z), float(qmax))));
+        }
+      }
+}
+
+TEST(IntExact, ClearErrors) {
+  std::vector<int32_t> codes(size_t(4 * 6), 1);
+  std::vector<float> scales(size_t(4 * 6), 0.1f), x(size_t(2 * 6), 0.5f), y(size_t(2 * 4));
+  kernels::IntWeights w;
+  w.N = 4;
+  w.K = 6;
+  w.codes = codes.data();
+  w.scales = scales.data();
+  auto msg = [&](const kernels::IntWeights& op, const InputQuant& xq) {
+    try {
+      kernels::linear_int_exact(x.data(), op, nullptr, y.data(), 2, Activation::None, false, xq);
+    } catch (const Error& e) {
+      return std::string(e.what());
+    }
+    return std::string("no error");
+  };
+  InputQuant xq;
+  for (int bits : {1, 17}) {
+    xq.bits = bits;
+    EXPECT_NE(msg(w, xq).find(cat("input bits ", bits)), std::string::npos) << msg(w, xq);
+  }
+  xq.bits = 8;
+  kernels::IntWeights g = w;
+  g.granularity = ScaleGranularity::Group;
+  g.group = 4;
+  EXPECT_NE(msg(g, xq).find("group 4 does not divide K = 6"), std::string::npos) << msg(g, xq);
+  InputQuant sq;
+  sq.mode = InputQuant::Mode::Static;
+  EXPECT_NE(msg(w, sq).find("static input scale"), std::string::npos) << msg(w, sq);
+  kernels::IntWeights none = w;
+  none.scales = nullptr;
+  EXPECT_NE(msg(none, xq).find("no scales"), std::string::npos) << msg(none, xq);
 }
 
 // ---- F32 and BF16 through linear ------------------------------------------------------

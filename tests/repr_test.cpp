@@ -1,7 +1,11 @@
 // Every linear-layer representation a pass makes — f32 as is, bf16, f16,
-// round:decimals=2, round:decimals=2,activations=true, and a mixed model
-// (round on conv_proj through its layers=, bf16 on the head through the bf16
-// pass's layers=) — through every consumer: the forward pass and the
+// round:decimals=2, round:decimals=2,activations=true, a mixed model (round on
+// conv_proj through its layers=, bf16 on the head through the bf16 pass's
+// layers=), and int (quantize: 8 bits per channel with dynamic inputs; 4 bits
+// with zero points per group of 16 on the patch layer and the MLPs; 8-bit
+// weights with f32 inputs; 12-bit weights with 10-bit inputs, the exact path;
+// 8 bits per tensor with static inputs calibrated on random images) — through
+// every consumer: the forward pass and the
 // straight-through backward against double references of their definitions
 // (repr/linear_repr.h, repr/ste.h), a training step, save/load, clone, the
 // cost counts, and the CLI (info, eval, bench, predict, compress) on saved files.
@@ -29,6 +33,7 @@
 #include "vitkit/kernels/round.h"
 #include "vitkit/model/cost.h"
 #include "vitkit/model/forward.h"
+#include "vitkit/repr/int.h"
 #include "vitkit/repr/round.h"
 #include "vitkit/train/evaluate.h"
 #include "vitkit/train/step.h"
@@ -39,19 +44,40 @@ namespace {
 
 // ---------------------------------------------------------------- variants
 
+using kernels::ScaleGranularity;
+
 // What one layer of a variant must be.
 struct Expect {
   std::string kind = "f32";  // the representation's kind()
   int decimals = 0;          // round only
   bool inputs = false;       // round only: inputs rounded too
+  // int only (repr/int.h's IntFormat): weight and input bits, scale groups, zero points, static inputs
+  int bits = 0, abits = 0;
+  ScaleGranularity granularity = ScaleGranularity::Channel;
+  int64_t group = 0;
+  bool symmetric = true, static_inputs = false;
   bool ste() const { return kind != "f32"; }
 };
 
-// A model variant: the passes applied to the dense model, and what each layer becomes.
+Expect int_layer(int bits, int abits, ScaleGranularity g = ScaleGranularity::Channel, int64_t group = 0,
+                 bool symmetric = true, bool static_inputs = false) {
+  Expect e{"int"};
+  e.bits = bits;
+  e.abits = abits;
+  e.granularity = g;
+  e.group = group;
+  e.symmetric = symmetric;
+  e.static_inputs = static_inputs;
+  return e;
+}
+
+// A model variant: the passes applied to the dense model, and what each layer
+// becomes; calib > 0: the passes get that many random calibration images.
 struct Variant {
   std::string name;
   std::vector<std::string> passes;
   Expect (*expect)(const Linear& l);
+  int64_t calib = 0;
 };
 
 // For parameterized test names and messages.
@@ -71,6 +97,22 @@ const std::vector<Variant>& variants() {
       {"mixed",
        {"round:decimals=2,layers=conv_proj", "bf16:layers=^heads\\."},
        [](const Linear& l) { return l.kind == LayerKind::Head ? Expect{"bf16"} : Expect{"round", 2, false}; }},
+      {"int8", {"quantize:bits=8"}, [](const Linear&) { return int_layer(8, 8); }},
+      // Groups of 16 divide the patch layer's 16 inputs and the MLPs' 32 and 64;
+      // attention and the head stay f32.
+      {"int4_group",
+       {"quantize:bits=4,granularity=group,group=16,sym=false,layers=conv_proj|mlp"},
+       [](const Linear& l) {
+         return l.kind == LayerKind::Patch || l.kind == LayerKind::Fc1 || l.kind == LayerKind::Fc2
+                    ? int_layer(4, 8, ScaleGranularity::Group, 16, false)
+                    : Expect{};
+       }},
+      {"int8_weights", {"quantize:bits=8,abits=0"}, [](const Linear&) { return int_layer(8, 0); }},
+      {"int12_a10", {"quantize:bits=12,abits=10"}, [](const Linear&) { return int_layer(12, 10); }},
+      {"int8_static",
+       {"quantize:bits=8,granularity=tensor,sym=false,act=static,calib=percentile:99.99"},
+       [](const Linear&) { return int_layer(8, 8, ScaleGranularity::Tensor, 0, false, true); },
+       64},
   };
   return v;
 }
@@ -82,7 +124,8 @@ std::unique_ptr<ViT> dense_model() { return test::random_model(config(), 11); }
 
 std::unique_ptr<ViT> make(const Variant& v) {
   auto m = dense_model();
-  for (const std::string& p : v.passes) apply_pass(*m, p);
+  const PassContext ctx = v.calib > 0 ? test::random_calibration(m->cfg, v.calib, 12) : PassContext{};
+  for (const std::string& p : v.passes) apply_pass(*m, p, ctx);
   return m;
 }
 
@@ -90,29 +133,52 @@ std::unique_ptr<ViT> make(const Variant& v) {
 
 constexpr double kU = 1.0 / 16777216.0;  // f32's unit roundoff, 2^-24
 
-// R: the weight a representation multiplies, from the f32 value w (computed
-// here from the definitions, not through the representation).
-float ref_weight_value(const Expect& e, float w) {
-  if (e.kind == "bf16") return bf16_to_float(float_to_bf16(w));
-  if (e.kind == "f16") return half_to_float(float_to_half(w));
-  if (e.kind == "round") return kernels::round_decimal(w, e.decimals);
-  return w;
+// R: the weight a representation multiplies, from the f32 weight W (out, in)
+// (computed here from the definitions, not through the representation; int:
+// repr/int.h's formula per scale group, test_util's ref_int_weight).
+std::vector<float> ref_weight_values(const Expect& e, const float* W, int out, int in) {
+  std::vector<float> r(size_t(in) * size_t(out));
+  if (e.kind == "int") {
+    const test::RefIntWeight q = test::ref_int_weight(W, out, in, e.bits, e.granularity, e.group, e.symmetric);
+    for (size_t i = 0; i < r.size(); ++i) r[i] = q.value(int64_t(i));
+    return r;
+  }
+  for (size_t i = 0; i < r.size(); ++i) {
+    const float w = W[i];
+    r[i] = e.kind == "bf16"    ? bf16_to_float(float_to_bf16(w))
+           : e.kind == "f16"   ? half_to_float(float_to_half(w))
+           : e.kind == "round" ? kernels::round_decimal(w, e.decimals)
+                               : w;
+  }
+  return r;
 }
 
-// T: what the product sees of an input value x.
-float ref_input_value(const Expect& e, float x) {
-  if (e.kind == "bf16") return bf16_to_float(float_to_bf16(x));
-  if (e.kind == "round" && e.inputs) return kernels::round_decimal(x, e.decimals);
-  return x;
+// T: what the product sees of the inputs X (M, in) of layer l: per element
+// (bf16, rounded), per row (int: gemm.h's input quantization, test_util's
+// ref_input_row; static inputs with the layer's calibrated scale and zero point
+// from its metadata), or X itself.
+std::vector<float> ref_inputs(const Expect& e, const Linear& l, const float* X, int64_t M) {
+  std::vector<float> t(X, X + M * l.in);
+  if (e.kind == "bf16")
+    for (float& x : t) x = bf16_to_float(float_to_bf16(x));
+  if (e.kind == "round" && e.inputs)
+    for (float& x : t) x = kernels::round_decimal(x, e.decimals);
+  if (e.kind == "int" && e.abits > 0) {
+    const nlohmann::json meta = l.repr->meta();
+    const float scale = e.static_inputs ? meta.at("in_scale").get<float>() : 0.f;
+    const int32_t zero = e.static_inputs ? meta.at("in_zero").get<int32_t>() : 0;
+    for (int64_t m = 0; m < M; ++m) {
+      const test::RefRowQuant q = test::ref_input_row(X + m * l.in, l.in, e.abits, e.static_inputs, scale, zero);
+      for (int k = 0; k < l.in; ++k) t[size_t(m * l.in + k)] = q.value(k);
+    }
+  }
+  return t;
 }
 
 // Wr (out, in) of a layer: R applied to the dense twin's weight.
 std::vector<float> ref_weight(const Linear& dense, const Expect& e) {
   std::vector<float> scratch;
-  const float* w = dense.repr->plain_weight(scratch);
-  std::vector<float> r(size_t(dense.in) * size_t(dense.out));
-  for (size_t i = 0; i < r.size(); ++i) r[i] = ref_weight_value(e, w[i]);
-  return r;
+  return ref_weight_values(e, dense.repr->plain_weight(scratch), dense.out, dense.in);
 }
 
 double ref_act(Activation a, double z) {
@@ -172,9 +238,43 @@ bool same_bytes(const Tensor& a, const Tensor& b) {
   return a.dtype() == b.dtype() && a.numel() == b.numel() && std::memcmp(a.raw(), b.raw(), a.nbytes()) == 0;
 }
 
+// An int layer's codes' dtype (repr/int.h: I8 / U8 up to 8 bits, I16 where the
+// codes fit it, else I32) and its number of scales.
+DType int_code_dtype(const Expect& e) {
+  if (e.bits <= 8) return e.symmetric ? DType::I8 : DType::U8;
+  return e.symmetric || e.bits <= 15 ? DType::I16 : DType::I32;
+}
+int64_t int_scales(const Expect& e, const Linear& l) {
+  return e.granularity == ScaleGranularity::Tensor    ? 1
+         : e.granularity == ScaleGranularity::Channel ? l.out
+                                                      : int64_t(l.out) * (l.in / e.group);
+}
+
+// Bytes of a layer's weight tensors in a file: the weight (codes) and, for
+// int, its F32 scales and I32 zero points.
+int64_t weight_file_bytes(const Expect& e, const Linear& l) {
+  const int64_t n = int64_t(l.in) * l.out;
+  if (e.kind == "int")
+    return int64_t(dtype_size(int_code_dtype(e))) * n + 4 * int_scales(e, l) * (e.symmetric ? 1 : 2);
+  return (e.kind == "bf16" || e.kind == "f16" ? 2 : e.kind == "round" ? 1 : 4) * n;
+}
+
 void expect_kind(const Linear& l, const Expect& e) {
   EXPECT_EQ(l.repr->kind(), e.kind) << l.name;
   EXPECT_EQ(l.repr->train_mode(), e.ste() ? TrainMode::Ste : TrainMode::Direct) << l.name;
+  if (e.kind == "int") {
+    const auto* r = dynamic_cast<const IntLinear*>(l.repr.get());
+    ASSERT_NE(r, nullptr) << l.name;
+    const IntFormat& f = r->format();
+    EXPECT_EQ(f.bits, e.bits) << l.name;
+    EXPECT_EQ(f.abits, e.abits) << l.name;
+    EXPECT_EQ(f.granularity, e.granularity) << l.name;
+    EXPECT_EQ(f.group, e.group) << l.name;
+    EXPECT_EQ(f.symmetric, e.symmetric) << l.name;
+    EXPECT_EQ(f.static_inputs, e.static_inputs) << l.name;
+    // 8 bits and fewer with quantized inputs of 8 bits and fewer: the integer kernels.
+    EXPECT_EQ(r->on_integer_kernels(), e.bits <= 8 && e.abits >= 2 && e.abits <= 8) << l.name;
+  }
   if (e.kind != "round") return;
   const auto* r = dynamic_cast<const RoundLinear*>(l.repr.get());
   ASSERT_NE(r, nullptr) << l.name;
@@ -214,6 +314,7 @@ TEST_P(ReprTest, ForwardMatchesTheDefinition) {
         << l.name << ": the representation's weight is not R(w)";
     const float* b = l.repr->bias();
     const std::vector<float> X = normals(rng, M * l.in), Y0 = normals(rng, M * l.out);
+    const std::vector<float> T = ref_inputs(e, l, X.data(), M);
     for (Activation act : kActs)
       for (bool acc : {false, true}) {
         std::vector<float> Y = Y0;
@@ -223,7 +324,7 @@ TEST_P(ReprTest, ForwardMatchesTheDefinition) {
             double z = acc ? Y0[size_t(i * l.out + j)] : 0.0, s = std::fabs(z);
             if (b) z += b[j], s += std::fabs(b[j]);
             for (int k = 0; k < l.in; ++k) {
-              const double t = double(ref_input_value(e, X[size_t(i * l.in + k)])) * wr[size_t(j) * l.in + k];
+              const double t = double(T[size_t(i * l.in + k)]) * wr[size_t(j) * l.in + k];
               z += t;
               s += std::fabs(t);
             }
@@ -278,6 +379,7 @@ TEST_P(ReprTest, BackwardMatchesTheStraightThroughFormulas) {
     ASSERT_EQ(std::memcmp(tr[0].t.f32(), wr.data(), sizeof(float) * wr.size()), 0) << l.name;
     const std::vector<float> X = normals(rng, M * l.in), dY = normals(rng, M * l.out), dX0 = normals(rng, M * l.in);
     const std::vector<float> gw0 = normals(rng, int64_t(l.out) * l.in), gb0 = normals(rng, l.out);
+    const std::vector<float> T = ref_inputs(e, l, X.data(), M);
     for (bool acc : {false, true}) {
       std::vector<float> dX = dX0, gw = gw0, gb = gb0;  // gradients accumulate: they start non-zero
       float* grads[2] = {gw.data(), gb.data()};
@@ -297,7 +399,7 @@ TEST_P(ReprTest, BackwardMatchesTheStraightThroughFormulas) {
         for (int k = 0; k < l.in; ++k) {  // dW += dY^T T(X): sums of M terms
           double want = gw0[size_t(j) * l.in + k], s = std::fabs(want);
           for (int64_t i = 0; i < M; ++i) {
-            const double t = double(dY[size_t(i * l.out + j)]) * ref_input_value(e, X[size_t(i * l.in + k)]);
+            const double t = double(dY[size_t(i * l.out + j)]) * T[size_t(i * l.in + k)];
             want += t;
             s += std::fabs(t);
           }
@@ -437,10 +539,12 @@ void train_and_check(const Variant& v, ViT& m, const std::string& prefix, Tensor
     const Tensor lat = tensor_of(*l.repr, "weight_latent");
     ASSERT_TRUE(lat.defined()) << l.name;
     int64_t lat_changed = 0, off = 0;
+    const std::vector<float> r_latent = ref_weight_values(e, lat.f32(), l.out, l.in);
     for (int64_t i = 0; i < n; ++i) {
       lat_changed += lat.f32()[i] != latent_before[li][size_t(i)];
-      const float want = ref_weight_value(e, lat.f32()[i]);
-      // R(latent) exactly (bf16/f16: the conversion of the latent; round: on the 10^-d grid).
+      const float want = r_latent[size_t(i)];
+      // R(latent) exactly (bf16/f16: the conversion of the latent; round: on the
+      // 10^-d grid; int: the latent quantized again, scales included).
       off += std::memcmp(&w[i], &want, sizeof(float)) != 0 && !(w[i] == 0.f && want == 0.f);
       if (e.kind == "round") off += kernels::round_decimal(w[i], e.decimals) != w[i];
     }
@@ -487,6 +591,7 @@ TEST_P(ReprTest, TrainingTrainsWhatTheModelRuns) {
 
 // The file's dtype for a layer's weight, from its values (independently of the representation).
 DType expected_weight_dtype(const Expect& e, const float* wr, int64_t n) {
+  if (e.kind == "int") return int_code_dtype(e);
   if (e.kind == "bf16") return DType::BF16;
   if (e.kind == "f16") return DType::F16;
   if (e.kind != "round") return DType::F32;
@@ -544,9 +649,22 @@ TEST_P(ReprTest, SaveLoadRoundTripsExactly) {
     if (l.has_bias) { EXPECT_EQ(rd.find(l.bias_name)->dtype, DType::F32) << l.name; }
     weight_bytes += int64_t(w->end - w->begin);
     dense_weight_bytes += 4 * int64_t(l.in) * l.out;
-    // bf16/f16 half the bytes of f32, round at 2 decimals a quarter.
-    const int64_t per = e.kind == "bf16" || e.kind == "f16" ? 2 : e.kind == "round" ? 1 : 4;
+    // bf16/f16 half the bytes of f32, round at 2 decimals a quarter, int its codes' width.
+    const int64_t per = e.kind == "int"                     ? int64_t(dtype_size(int_code_dtype(e)))
+                        : e.kind == "bf16" || e.kind == "f16" ? 2
+                        : e.kind == "round"                   ? 1
+                                                              : 4;
     EXPECT_EQ(int64_t(w->end - w->begin), per * l.in * l.out) << l.name;
+    if (e.kind == "int") {  // the scales (F32) and zero points (I32) beside the codes
+      const StTensor* sc = rd.find(l.tensor_name("weight_scale"));
+      ASSERT_NE(sc, nullptr) << l.name;
+      EXPECT_EQ(sc->dtype, DType::F32) << l.name;
+      EXPECT_EQ(sc->shape, (Shape{int_scales(e, l)})) << l.name;
+      const StTensor* zp = rd.find(l.tensor_name("weight_zero"));
+      EXPECT_EQ(zp != nullptr, !e.symmetric) << l.name;
+      if (zp) { EXPECT_EQ(zp->dtype, DType::I32) << l.name; }
+      weight_bytes += int64_t(sc->end - sc->begin) + (zp ? int64_t(zp->end - zp->begin) : 0);
+    }
   }
   // The file holds exactly what the cost model counts (plus its header), and less than the f32 file.
   EXPECT_EQ(file_size(path), header_bytes(path) + uint64_t(model_cost(*m).bytes));
@@ -576,6 +694,13 @@ TEST_P(ReprTest, SaveLoadRoundTripsExactly) {
     if (e.kind == "round") {
       EXPECT_EQ(layers[l->name]["decimals"], e.decimals) << l->name;
       EXPECT_EQ(layers[l->name]["inputs"], e.inputs) << l->name;
+    }
+    if (e.kind == "int") {
+      const nlohmann::json& j = layers[l->name];
+      EXPECT_EQ(j["bits"], e.bits) << l->name;
+      EXPECT_EQ(j["abits"], e.abits) << l->name;
+      EXPECT_EQ(j["symmetric"], e.symmetric) << l->name;
+      EXPECT_EQ(j["inputs"], e.abits == 0 ? "f32" : e.static_inputs ? "static" : "dynamic") << l->name;
     }
   }
   // Written again from the loaded model: the same file contents.
@@ -744,12 +869,11 @@ TEST_P(ReprTest, CostsCountTheRepresentation) {
   for (size_t li = 0; li < lin.size(); ++li) {
     const Linear& l = *m->linears()[li];
     const Expect e = v.expect(l);
-    const int64_t per = e.kind == "bf16" || e.kind == "f16" ? 2 : e.kind == "round" ? 1 : 4;
     const int64_t rows = l.kind == LayerKind::Patch ? c.patches() : l.kind == LayerKind::Head ? 1 : c.tokens();
     EXPECT_EQ(lin[li]->repr, e.kind) << l.name;
     EXPECT_EQ(lin[li]->kind, to_string(l.kind)) << l.name;
     EXPECT_EQ(lin[li]->params, int64_t(l.in) * l.out + (l.has_bias ? l.out : 0)) << l.name;
-    EXPECT_EQ(lin[li]->bytes, per * l.in * l.out + (l.has_bias ? 4 * l.out : 0)) << l.name;
+    EXPECT_EQ(lin[li]->bytes, weight_file_bytes(e, l) + (l.has_bias ? 4 * l.out : 0)) << l.name;
     EXPECT_EQ(lin[li]->bytes, l.repr->file_bytes()) << l.name;
     EXPECT_EQ(lin[li]->macs, rows * l.in * l.out) << l.name;
     bytes += lin[li]->bytes;

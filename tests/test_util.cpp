@@ -2,12 +2,14 @@
 
 #include <sys/wait.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
 #include <set>
 
+#include "vitkit/core/error.h"
 #include "vitkit/core/file.h"
 #include "vitkit/core/rng.h"
 #include "vitkit/model/backward.h"
@@ -150,6 +152,79 @@ float loss_and_grads(const ViT& m, const Tensor& x, const int* labels, float smo
   BackWork work;
   vit_backward(m, acts, dlogits.data(), grads.f32(), work);
   return loss;
+}
+
+PassContext random_calibration(const ViTConfig& c, int64_t n, uint64_t seed) {
+  PassContext ctx;
+  ctx.calib = random_images(c, n, seed);
+  ctx.calib_labels.assign(size_t(n), 0);
+  for (int64_t i = 0; i < n; ++i) ctx.calib_indices.push_back(i);
+  ctx.calib_source = cat("random images (seed ", seed, ")");
+  ctx.progress = false;
+  return ctx;
+}
+
+// clamp(v, 0, qmax) as the kernels write it (v > 0 ? v : 0, then v < qmax ? v : qmax).
+static float clamp_code(float v, float lo, float hi) {
+  v = v > lo ? v : lo;
+  return v < hi ? v : hi;
+}
+
+RefIntWeight ref_int_weight(const float* W, int out, int in, int bits, kernels::ScaleGranularity g, int64_t group,
+                            bool symmetric) {
+  using kernels::ScaleGranularity;
+  RefIntWeight r;
+  const int64_t n = int64_t(out) * in;
+  r.per_scale = g == ScaleGranularity::Tensor ? n : g == ScaleGranularity::Channel ? in : group;
+  const int64_t groups = n / r.per_scale;
+  r.codes.resize(size_t(n));
+  r.scales.resize(size_t(groups));
+  r.zeros.assign(size_t(groups), 0);
+  const float qs = float((1 << (bits - 1)) - 1), qu = float((1 << bits) - 1);
+  for (int64_t c = 0; c < groups; ++c) {
+    const float* w = W + c * r.per_scale;
+    float s = 1.f, zf = 0.f;
+    if (symmetric) {
+      float amax = 0.f;
+      for (int64_t i = 0; i < r.per_scale; ++i) amax = std::max(amax, std::fabs(w[i]));
+      if (amax > 0.f) s = amax / qs;
+    } else {
+      float lo = 0.f, hi = 0.f;
+      for (int64_t i = 0; i < r.per_scale; ++i) lo = std::min(lo, w[i]), hi = std::max(hi, w[i]);
+      if (hi > lo) {
+        s = (hi - lo) / qu;
+        zf = clamp_code(std::nearbyint(-lo / s), 0.f, qu);
+      }
+    }
+    r.scales[size_t(c)] = s;
+    r.zeros[size_t(c)] = int32_t(zf);
+    for (int64_t i = 0; i < r.per_scale; ++i) {
+      const float q = symmetric ? clamp_code(std::nearbyint(w[i] / s), -qs, qs)
+                                : clamp_code(std::nearbyint(w[i] / s) + zf, 0.f, qu);
+      r.codes[size_t(c * r.per_scale + i)] = int32_t(q);
+    }
+  }
+  return r;
+}
+
+RefRowQuant ref_input_row(const float* x, int64_t K, int bits, bool is_static, float scale, int32_t zero) {
+  RefRowQuant r;
+  const float qmax = float((1 << bits) - 1);
+  if (is_static) {
+    r.s = scale;
+    r.z = zero;
+  } else {
+    float lo = 0.f, hi = 0.f;
+    for (int64_t k = 0; k < K; ++k) lo = std::min(lo, x[k]), hi = std::max(hi, x[k]);
+    const float s = (hi - lo) / qmax;
+    if (s != 0.f) {
+      r.s = s;
+      r.z = int32_t(clamp_code(std::nearbyint(-lo / s), 0.f, qmax));
+    }
+  }
+  r.q.resize(size_t(K));
+  for (int64_t k = 0; k < K; ++k) r.q[size_t(k)] = int32_t(clamp_code(std::nearbyint(x[k] / r.s) + float(r.z), 0.f, qmax));
+  return r;
 }
 
 }  // namespace vitkit::test

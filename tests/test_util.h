@@ -10,7 +10,9 @@
 #include <memory>
 #include <nlohmann/json.hpp>
 
+#include "vitkit/compress/pass.h"
 #include "vitkit/core/tensor.h"
+#include "vitkit/kernels/gemm.h"
 #include "vitkit/model/vit.h"
 
 namespace vitkit::test {
@@ -60,6 +62,46 @@ Tensor random_images(const ViTConfig& c, int64_t B, uint64_t seed);
 // m's gradient layout) = d loss / d params, by vit_forward (training mode) and
 // vit_backward.
 float loss_and_grads(const ViT& m, const Tensor& x, const int* labels, float smoothing, Tensor& grads);
+
+// A pass context whose calibration set is n random images (random_images) for
+// config c, for passes that calibrate (quantize:act=static) without a dataset.
+PassContext random_calibration(const ViTConfig& c, int64_t n, uint64_t seed);
+
+// ---- repr/int.h's quantization formulas, written here from its header (not
+// through repr/int.cpp or the kernels), for the tests to compare with.
+
+// A weight (out, in) quantized per scale group: codes (out, in), one scale
+// (and zero point: 0 when symmetric) per group of `per_scale` consecutive values.
+struct RefIntWeight {
+  std::vector<int32_t> codes;
+  std::vector<float> scales;
+  std::vector<int32_t> zeros;
+  int64_t per_scale = 0;
+  // s (q - z) of value i, in f32 (what the layer multiplies).
+  float value(int64_t i) const {
+    const int64_t c = i / per_scale;
+    return scales[size_t(c)] * float(codes[size_t(i)] - zeros[size_t(c)]);
+  }
+};
+// symmetric: s = max|w| / (2^(b-1) - 1), q = clamp(round(w / s), -qmax, qmax);
+// zero point: lo = min(0, min w), hi = max(0, max w), s = (hi - lo) / (2^b - 1),
+// z = clamp(round(-lo / s), 0, 2^b - 1), q = clamp(round(w / s) + z, 0, 2^b - 1);
+// an all-zero group: s = 1, z = 0. Every operation in f32, round to nearest even.
+RefIntWeight ref_int_weight(const float* W, int out, int in, int bits, kernels::ScaleGranularity g, int64_t group,
+                            bool symmetric);
+
+// One input row of K values quantized to `bits` unsigned codes (gemm.h's
+// formula): static (scale, zero given) or dynamic (lo = min(0, min x), hi =
+// max(0, max x), s = (hi - lo) / (2^b - 1), z = clamp(round(-lo / s)); s = 1, z = 0
+// when hi == lo); q = clamp(round(x / s) + z, 0, 2^b - 1).
+struct RefRowQuant {
+  float s = 1.f;
+  int32_t z = 0;
+  std::vector<int32_t> q;
+  float value(int64_t k) const { return s * float(q[size_t(k)] - z); }  // what the product sees
+};
+RefRowQuant ref_input_row(const float* x, int64_t K, int bits, bool is_static = false, float scale = 0.f,
+                          int32_t zero = 0);
 
 }  // namespace vitkit::test
 

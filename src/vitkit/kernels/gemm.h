@@ -135,6 +135,8 @@ void linear(const float* X, const WeightOperand& W, const float* bias, float* Y,
 // input bits calls will use (fewer let more weights use oneDNN's kernel, see
 // int8_kernel; a call with more bits than packed for then throws).
 std::shared_ptr<const PackedWeight> pack_weight_int8(const WeightOperand& W, int input_bits = 8);
+// out (N, K) = the S8/U8 weight back from a pack_weight_int8 result (exact).
+void unpack_weight_int8(const PackedWeight& W, void* out);
 
 // The activation linear applies to integer weights' outputs: out[i] = act(x[i])
 // by vecmath.h's approximations (within a few 1e-7 of act_forward), every element

@@ -796,6 +796,34 @@ std::shared_ptr<const PackedWeight> pack_weight_int8(const WeightOperand& W, int
   return p;
 }
 
+void unpack_weight_int8(const PackedWeight& P, void* out) {
+  check(P.int8 != nullptr, "unpack_weight_int8: not an integer packed weight");
+  const Int8Packed& I = *P.int8;
+  uint8_t* w = static_cast<uint8_t*>(out);
+  const uint8_t* b = static_cast<const uint8_t*>(I.bytes.get());
+  if (I.form == Int8Packed::Form::OneDnn) {  // W as s8; U8 stored as W - 128
+    for (int64_t i = 0; i < P.N * P.K; ++i) w[i] = I.type == WeightType::U8 ? uint8_t(b[i] + 128) : b[i];
+    return;
+  }
+  WeightOperand W;
+  W.type = I.type;
+  W.N = P.N;
+  W.K = P.K;
+  W.granularity = I.granularity;
+  W.group = I.group;
+  const Geometry g = geometry(W);
+  // Panel j, padded slot s (pairs of k, 16 columns of 2 bytes each): k = (s / Lp) * L + s % Lp.
+  for (int64_t j = 0; j < g.panels; ++j) {
+    const uint8_t* panel = b + j * g.Kp * NR;
+    for (int64_t c = 0; c < NR && j * NR + c < g.N; ++c)
+      for (int64_t s = 0; s < g.Kp; ++s) {
+        if (s % g.Lp >= g.L) continue;  // the padding slot of an odd group
+        const int64_t k = (s / g.Lp) * g.L + s % g.Lp;
+        w[(j * NR + c) * g.K + k] = panel[(s / 2) * 2 * NR + c * 2 + s % 2];
+      }
+  }
+}
+
 const char* int8_kernel(const WeightOperand& W, const InputQuant& xq) {
   check_call(W, xq);
   if (W.packed) return W.packed->int8->form == Int8Packed::Form::OneDnn ? "onednn" : "s16";

@@ -84,7 +84,8 @@ int64_t IntLinear::groups() const {
 
 static DType code_dtype(const IntFormat& f) {
   if (f.bits <= 8) return f.symmetric ? DType::I8 : DType::U8;
-  return DType::I32;
+  // I16 holds symmetric codes to 16 bits (|q| <= 32767) and zero-point codes to 15 (q <= 32767).
+  return f.symmetric || f.bits <= 15 ? DType::I16 : DType::I32;
 }
 
 static int64_t scale_count(const IntFormat& f, int in, int out) {
@@ -149,6 +150,7 @@ void IntLinear::set_weight(const float* W) {
       switch (codes.dtype()) {
         case DType::I8: codes.data<int8_t>()[at] = int8_t(q[size_t(i)]); break;
         case DType::U8: codes.data<uint8_t>()[at] = uint8_t(q[size_t(i)]); break;
+        case DType::I16: codes.data<int16_t>()[at] = int16_t(q[size_t(i)]); break;
         default: codes.data<int32_t>()[at] = q[size_t(i)];
       }
     }
@@ -164,7 +166,7 @@ kernels::WeightOperand IntLinear::operand() const {
   op.type = f_.symmetric ? kernels::WeightType::S8 : kernels::WeightType::U8;
   op.N = out_;
   op.K = in_;
-  op.data = codes_.raw();
+  op.data = codes_.defined() ? codes_.raw() : nullptr;
   op.packed = packed_.get();
   op.granularity = f_.granularity;
   op.group = f_.group;
@@ -184,7 +186,17 @@ kernels::InputQuant IntLinear::input_quant() const {
 
 void IntLinear::prepare() {
   packed_.reset();
-  if (f_.bits <= 8 && f_.abits >= 2 && f_.abits <= 8) packed_ = kernels::pack_weight_int8(operand(), f_.abits);
+  if (f_.bits <= 8 && f_.abits >= 2 && f_.abits <= 8) {
+    packed_ = kernels::pack_weight_int8(operand(), f_.abits);
+    codes_ = Tensor();
+  }
+}
+
+Tensor IntLinear::codes() const {
+  if (codes_.defined()) return codes_;
+  Tensor c = Tensor::empty({out_, in_}, code_dtype(f_));
+  kernels::unpack_weight_int8(*packed_, c.raw());
+  return c;
 }
 
 // The codes (out, in) as int32 (the exact path's operand).
@@ -193,10 +205,11 @@ static const int32_t* codes_i32(const Tensor& codes) {
   const int64_t n = codes.numel();
   thread_local std::vector<int32_t> buf;
   if (int64_t(buf.size()) < n) buf.resize(size_t(n));
-  if (codes.dtype() == DType::I8)
-    for (int64_t i = 0; i < n; ++i) buf[size_t(i)] = codes.data<int8_t>()[i];
-  else
-    for (int64_t i = 0; i < n; ++i) buf[size_t(i)] = codes.data<uint8_t>()[i];
+  switch (codes.dtype()) {
+    case DType::I8: std::copy_n(codes.data<int8_t>(), n, buf.begin()); break;
+    case DType::U8: std::copy_n(codes.data<uint8_t>(), n, buf.begin()); break;
+    default: std::copy_n(codes.data<int16_t>(), n, buf.begin());
+  }
   return buf.data();
 }
 
@@ -222,19 +235,15 @@ void IntLinear::forward(const float* X, float* Y, int64_t M, Activation act, boo
 }
 
 const float* IntLinear::plain_weight(std::vector<float>& scratch) const {
+  const Tensor codes = this->codes();
+  const int32_t* q = codes_i32(codes);
   const int64_t n = int64_t(in_) * out_, G = groups();
   const int64_t L = f_.granularity == ScaleGranularity::Tensor ? n : in_ / G;
   scratch.resize(size_t(n));
   for (int64_t i = 0; i < n; ++i) {
     const int64_t c = i / L;
-    int32_t q;
-    switch (codes_.dtype()) {
-      case DType::I8: q = codes_.data<int8_t>()[i]; break;
-      case DType::U8: q = codes_.data<uint8_t>()[i]; break;
-      default: q = codes_.data<int32_t>()[i];
-    }
     const int32_t z = zeros_.defined() ? zeros_.data<int32_t>()[c] : 0;
-    scratch[size_t(i)] = scales_.f32()[c] * float(q - z);
+    scratch[size_t(i)] = scales_.f32()[c] * float(q[i] - z);
   }
   return scratch.data();
 }
@@ -253,10 +262,20 @@ const float* IntLinear::product_input(const float* X, int64_t M) const {
   return x;
 }
 
+// The codes only when not packed (the packed copy is counted by resident_bytes).
 std::vector<ReprTensor> IntLinear::own_tensors() const {
-  std::vector<ReprTensor> v{{"weight", codes_, false, false, false, true},
+  std::vector<ReprTensor> v;
+  if (codes_.defined()) v.push_back({"weight", codes_, false, false, false, true});
+  v.push_back({"weight_scale", scales_, false, false, false, true});
+  if (zeros_.defined()) v.push_back({"weight_zero", zeros_, false, false, false, true});
+  return v;
+}
+
+std::vector<ReprTensor> IntLinear::stored() const {
+  std::vector<ReprTensor> v{{"weight", codes(), false, false, false, true},
                             {"weight_scale", scales_, false, false, false, true}};
   if (zeros_.defined()) v.push_back({"weight_zero", zeros_, false, false, false, true});
+  add_bias(v);
   return v;
 }
 
@@ -265,7 +284,7 @@ int64_t IntLinear::resident_bytes() const {
 }
 
 std::unique_ptr<LinearRepr> IntLinear::clone() const {
-  auto c = std::make_unique<IntLinear>(in_, out_, bias_.defined() ? bias_.clone() : Tensor(), f_, codes_.clone(),
+  auto c = std::make_unique<IntLinear>(in_, out_, bias_.defined() ? bias_.clone() : Tensor(), f_, codes().clone(),
                                        scales_.clone(), zeros_.defined() ? zeros_.clone() : Tensor());
   copy_training_state(*c);
   return c;

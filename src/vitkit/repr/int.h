@@ -59,8 +59,10 @@ class IntLinear : public SteRepr {
   const float* plain_weight(std::vector<float>& scratch) const override;
   nlohmann::json meta() const override { return f_.to_json(); }
   int64_t resident_bytes() const override;
+  std::vector<ReprTensor> stored() const override;
   const IntFormat& format() const { return f_; }
-  const Tensor& codes() const { return codes_; }
+  // The codes (out, in): I8 / U8 (bits <= 8), I16 or I32 (unpacked from the kernels' layout when packed).
+  Tensor codes() const;
   const Tensor& scales() const { return scales_; }
   // Whether forward runs on the integer kernels (else the exact simulation or f32).
   bool on_integer_kernels() const { return packed_ != nullptr; }
@@ -75,9 +77,11 @@ class IntLinear : public SteRepr {
   int64_t groups() const;  // scale groups per output row
   kernels::WeightOperand operand() const;
   kernels::InputQuant input_quant() const;
-  void prepare();  // packs the codes for the integer kernels where they apply
+  // Packs the codes for the integer kernels where they apply; the packed copy
+  // replaces the plain codes (memory holds one copy of the weight).
+  void prepare();
   IntFormat f_;
-  Tensor codes_;   // I8 / U8 (bits <= 8) or I32 (out, in)
+  Tensor codes_;   // I8 / U8 (bits <= 8), I16 or I32 (out, in); undefined while packed_ holds them
   Tensor scales_;  // F32
   Tensor zeros_;   // I32, or undefined (symmetric)
   std::shared_ptr<const kernels::PackedWeight> packed_;
