@@ -1,5 +1,6 @@
-// vitkit compress MODEL --pass NAME:key=value,... [--pass ...] -o OUT: applies
-// compression passes in order and writes the model with its compression log.
+// vitkit compress MODEL --pass NAME:key=value,... [--pass ...] [--recipe R.toml]
+// -o OUT: applies compression passes and recipes' steps in command-line order
+// and writes the model with its compression log.
 #include <cstdio>
 
 #include "commands.h"
@@ -8,6 +9,7 @@
 
 #include "vitkit/analyze/compare.h"
 #include "vitkit/compress/pass.h"
+#include "vitkit/compress/recipe.h"
 #include "vitkit/io/dataset.h"
 #include "vitkit/model/linear_apply.h"
 #include "vitkit/core/error.h"
@@ -19,7 +21,9 @@ namespace {
 
 struct CompressOpts {
   std::string model, output, data, calib_split = "train";
-  std::vector<std::string> passes;
+  std::vector<std::string> passes, recipes;
+  // --pass and --recipe in command-line order: (true: recipe, index)
+  std::vector<std::pair<bool, size_t>> order;
   int64_t calib = 512, compare_limit = 1000;
   LoadOptions load;
   CommonOpts common;
@@ -52,8 +56,12 @@ void print_record(size_t i, const nlohmann::json& rec) {
 
 void run_compress(const CompressOpts& o) {
   apply_common(o.common);
-  if (o.passes.empty()) throw UsageError("--pass: give at least one pass (see vitkit compress --help)");
-  const bool need_calib = passes_need_calibration(o.passes);  // validates every spec before any work
+  if (o.passes.empty() && o.recipes.empty())
+    throw UsageError("give at least one --pass or --recipe (see vitkit compress --help)");
+  std::vector<Recipe> recipes;
+  for (const std::string& r : o.recipes) recipes.push_back(load_recipe(r));  // validated before any work
+  bool need_calib = passes_need_calibration(o.passes);  // validates every spec before any work
+  for (const Recipe& r : recipes) need_calib = need_calib || recipe_needs_calibration(r);
   if (need_calib && o.data.empty())
     throw UsageError("a pass needs calibration images: give --data DATASET (and --calib N, default 512)");
   // With --data, the output is compared with the model as it came (analyze
@@ -69,7 +77,21 @@ void run_compress(const CompressOpts& o) {
     if (!o.common.quiet)
       std::fprintf(stderr, "calibration: %lld images of %s\n", (long long)ctx.calib.dim(0), ctx.calib_source.c_str());
   }
-  const std::vector<nlohmann::json> records = apply_passes(*model, o.passes, ctx);
+  // The specs in command-line order, recipes' steps resolved on the model's layers.
+  std::vector<std::string> specs;
+  std::vector<nlohmann::json> origins;
+  for (auto [is_recipe, i] : o.order) {
+    if (!is_recipe) {
+      specs.push_back(o.passes[i]);
+      origins.push_back({{"option", "--pass"}});
+      continue;
+    }
+    for (RecipeSpec& rs : compile_recipe(recipes[i], *model)) {
+      specs.push_back(rs.spec);
+      origins.push_back(rs.origin);
+    }
+  }
+  const std::vector<nlohmann::json> records = apply_passes(*model, specs, ctx, origins);
   save_model(*model, o.output);
   std::optional<CompareResult> cmp;
   if (original) {
@@ -100,9 +122,14 @@ void register_compress(CLI::App& app) {
   auto o = std::make_shared<CompressOpts>();
   CLI::App* cmd = app.add_subcommand("compress", "Apply compression passes (round, ...) and write the model");
   cmd->add_option("model", o->model, "Model file (.safetensors, .pth) or preset")->required();
-  cmd->add_option("--pass", o->passes, "NAME:key=value,... (repeatable; applied in order)")
-      ->required()
-      ->allow_extra_args(false);
+  CLI::Option* pass = cmd->add_option("--pass", o->passes, "NAME:key=value,... (repeatable; applied in order)")
+                          ->allow_extra_args(false);
+  CLI::Option* recipe =
+      cmd->add_option("--recipe", o->recipes,
+                      "Recipe TOML: steps of passes with per-layer overrides by name, regex, kind or block (mixed "
+                      "precision; format in docs/compression.md); repeatable, applied in order with the --passes")
+          ->allow_extra_args(false)
+          ->check(CLI::ExistingFile);
   cmd->add_option("-o,--output", o->output, "Output model (.safetensors)")->required();
   cmd->add_option("--data", o->data,
                   "Dataset (fashion-mnist, mnist, or a folder): calibration images for passes that need them, and "
@@ -119,7 +146,15 @@ void register_compress(CLI::App& app) {
   add_model_opts(cmd, o->load);
   add_common(cmd, o->common);
   cmd->footer(passes_help());
-  cmd->callback([o] { run_compress(*o); });
+  cmd->callback([o, cmd, pass, recipe] {
+    size_t np = 0, nr = 0;
+    o->order.clear();
+    for (const CLI::Option* opt : cmd->parse_order()) {
+      if (opt == pass) o->order.push_back({false, np++});
+      if (opt == recipe) o->order.push_back({true, nr++});
+    }
+    run_compress(*o);
+  });
 }
 
 }  // namespace vitkit::cli

@@ -55,6 +55,7 @@ class Bf16Pass : public Pass {
            "bf16 dot products; elsewhere the same numerics without the speed)";
   }
   std::vector<PassKey> keys() const override { return half_keys(); }
+  bool layers_select() const override { return true; }
   nlohmann::json apply(ViT& m, const PassArgs& a, const PassContext&) const override {
     return convert(m, a, "bf16", [](const float* w, const Linear& l) {
       return std::make_unique<Bf16Linear>(w, l.in, l.out, l.repr->bias_tensor());
@@ -70,6 +71,7 @@ class F16Pass : public Pass {
            "products";
   }
   std::vector<PassKey> keys() const override { return half_keys(); }
+  bool layers_select() const override { return true; }
   nlohmann::json apply(ViT& m, const PassArgs& a, const PassContext&) const override {
     return convert(m, a, "f16", [](const float* w, const Linear& l) {
       return std::make_unique<F16Linear>(w, l.in, l.out, l.repr->bias_tensor());

@@ -27,7 +27,7 @@ const char* to_string(PassKey::Type t) {
 
 // ---- Values ----------------------------------------------------------------
 
-static bool parse_int(const std::string& s, int64_t* out) {
+bool parse_int(const std::string& s, int64_t* out) {
   if (s.empty()) return false;
   char* end = nullptr;
   errno = 0;
@@ -37,7 +37,7 @@ static bool parse_int(const std::string& s, int64_t* out) {
   return true;
 }
 
-static bool parse_real(const std::string& s, double* out) {
+bool parse_real(const std::string& s, double* out) {
   if (s.empty()) return false;
   char* end = nullptr;
   errno = 0;
@@ -47,7 +47,7 @@ static bool parse_real(const std::string& s, double* out) {
   return true;
 }
 
-static bool parse_bool(const std::string& s, bool* out) {
+bool parse_bool(const std::string& s, bool* out) {
   if (s == "true" || s == "1" || s == "yes" || s == "on") return *out = true, true;
   if (s == "false" || s == "0" || s == "no" || s == "off") return *out = false, true;
   return false;
@@ -228,11 +228,12 @@ void load_calibration(PassContext& ctx, const ViT& m, const std::string& data, c
 // ---- Applying -------------------------------------------------------------
 
 static nlohmann::json run_pass(ViT& m, const Pass& pass, const PassSpec& spec, const PassArgs& args,
-                               const PassContext& ctx) {
+                               const PassContext& ctx, const nlohmann::json& origin = nullptr) {
   nlohmann::json rec = pass.apply(m, args, ctx);
   rec["pass"] = pass.name();
   rec["spec"] = spec.text;
   rec["args"] = args.to_json(pass.keys());
+  if (!origin.is_null()) rec["origin"] = origin;
   if (pass.needs_calibration(args))
     rec["calibration"] = {{"source", ctx.calib_source},
                           {"images", ctx.calib.dim(0)},
@@ -255,7 +256,10 @@ nlohmann::json apply_pass(ViT& m, const std::string& text, const PassContext& ct
   return run_pass(m, pass, spec, args, ctx);
 }
 
-std::vector<nlohmann::json> apply_passes(ViT& m, const std::vector<std::string>& texts, const PassContext& ctx) {
+std::vector<nlohmann::json> apply_passes(ViT& m, const std::vector<std::string>& texts, const PassContext& ctx,
+                                         const std::vector<nlohmann::json>& origins) {
+  check(origins.empty() || origins.size() == texts.size(), "apply_passes: ", origins.size(), " origins for ",
+        texts.size(), " passes");
   std::vector<PassSpec> specs;
   std::vector<PassArgs> args;
   for (auto& t : texts) {
@@ -265,7 +269,8 @@ std::vector<nlohmann::json> apply_passes(ViT& m, const std::vector<std::string>&
   }
   std::vector<nlohmann::json> records;
   for (size_t i = 0; i < specs.size(); ++i)
-    records.push_back(run_pass(m, find_pass(specs[i].name), specs[i], args[i], ctx));
+    records.push_back(run_pass(m, find_pass(specs[i].name), specs[i], args[i], ctx,
+                               origins.empty() ? nlohmann::json() : origins[i]));
   return records;
 }
 

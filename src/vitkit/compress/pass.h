@@ -48,6 +48,12 @@ struct PassKey {
 };
 const char* to_string(PassKey::Type t);  // "int", "float", "bool", "string", "regex"
 
+// A key's text as its type: false when it is not one (whole text, finite;
+// booleans true/false, 1/0, yes/no, on/off).
+bool parse_int(const std::string& s, int64_t* out);
+bool parse_real(const std::string& s, double* out);
+bool parse_bool(const std::string& s, bool* out);
+
 // A pass's arguments after validation: every key has a value (given or default).
 class PassArgs {
  public:
@@ -93,6 +99,9 @@ class Pass {
   virtual std::vector<PassKey> keys() const = 0;
   // Whether the pass needs calibration images for these arguments.
   virtual bool needs_calibration(const PassArgs&) const { return false; }
+  // Whether its "layers" key chooses exactly the layers it changes (recipes'
+  // per-layer overrides need that; compress/recipe.h).
+  virtual bool layers_select() const { return false; }
   // Transforms m in place. The record says what was done; the framework adds
   // "pass", "spec", "args" and the calibration set used to it.
   virtual nlohmann::json apply(ViT& m, const PassArgs& args, const PassContext& ctx) const = 0;
@@ -119,8 +128,10 @@ PassArgs validate_pass_args(const Pass& pass, const PassSpec& spec);
 // compression log and returns it.
 nlohmann::json apply_pass(ViT& m, const std::string& spec, const PassContext& ctx = {});
 // All specs are parsed and validated (and checked for the calibration they
-// need) before the first is applied.
-std::vector<nlohmann::json> apply_passes(ViT& m, const std::vector<std::string>& specs, const PassContext& ctx = {});
+// need) before the first is applied. origins (empty, or one per spec): where
+// each spec came from (a recipe's step), kept as its record's "origin".
+std::vector<nlohmann::json> apply_passes(ViT& m, const std::vector<std::string>& specs, const PassContext& ctx = {},
+                                         const std::vector<nlohmann::json>& origins = {});
 // Whether any of the specs needs calibration images (they are validated too).
 bool passes_need_calibration(const std::vector<std::string>& specs);
 

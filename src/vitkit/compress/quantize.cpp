@@ -1,5 +1,7 @@
 #include "vitkit/compress/quantize.h"
 
+#include <algorithm>
+#include <cmath>
 #include <map>
 #include <regex>
 
@@ -16,9 +18,13 @@ using kernels::ScaleGranularity;
 
 struct QuantizeOptions {
   IntFormat format;
+  bool fixed = false;  // format=fixed: frac / afrac / bias frac below, -1 derived per layer
+  int frac = -1, afrac = -1, bfrac = -1;
   bool static_inputs = false;
   Calibrator calib;
   std::string layers;  // regex; "" every linear layer
+  bool needs_data = false;
+  bool attention = false;  // QK^T and P.V in integers too, in the blocks whose qkv is quantized
 };
 
 QuantizeOptions options(const PassArgs& a) {
@@ -43,10 +49,45 @@ QuantizeOptions options(const PassArgs& a) {
   if (act != "dynamic" && act != "static") throw UsageError(cat("quantize: act=", act, " is not dynamic or static"));
   o.static_inputs = act == "static";
   if (o.static_inputs && f.abits == 0) throw UsageError("quantize: act=static needs input bits (abits=0 keeps f32)");
-  if (a.given("calib") && !o.static_inputs) throw UsageError("quantize: calib= is for act=static");
   o.calib = Calibrator::parse(a.text("calib"));
   if (a.given("layers")) o.layers = a.text("layers");
+  const std::string format = a.text("format");
+  if (format != "int" && format != "fixed") throw UsageError(cat("quantize: format=", format, " is not int or fixed"));
+  o.fixed = format == "fixed";
+  for (const char* k : {"frac", "afrac", "bfrac"})
+    if (a.given(k) && !o.fixed) throw UsageError(cat("quantize: ", k, "= is for format=fixed"));
+  if (o.fixed) {
+    if (a.given("granularity") && f.granularity != ScaleGranularity::Tensor)
+      throw UsageError("quantize: format=fixed has one scale 2^-frac per layer (granularity=tensor)");
+    if (!f.symmetric) throw UsageError("quantize: format=fixed has no zero points (sym=true)");
+    if (a.given("act") && !o.static_inputs)
+      throw UsageError("quantize: format=fixed quantizes inputs to a fixed point (static), not act=dynamic");
+    f.granularity = ScaleGranularity::Tensor;
+    if (a.given("frac")) o.frac = int(a.integer("frac"));
+    if (a.given("afrac")) o.afrac = int(a.integer("afrac"));
+    if (a.given("bfrac")) o.bfrac = int(a.integer("bfrac"));
+    if (o.frac > f.bits) throw UsageError(cat("quantize: frac=", o.frac, " is more than bits=", f.bits));
+    if (o.afrac > f.abits) throw UsageError(cat("quantize: afrac=", o.afrac, " is more than abits=", f.abits));
+    if (o.afrac >= 0 && f.abits == 0) throw UsageError("quantize: afrac= needs input bits (abits > 0)");
+    o.static_inputs = f.abits > 0;
+    // Calibration only when the inputs' frac must be found from data.
+    o.needs_data = o.static_inputs && o.afrac < 0;
+  } else {
+    o.needs_data = o.static_inputs;
+  }
+  o.attention = a.boolean("attention");
+  if (o.attention && f.abits == 0) throw UsageError("quantize: attention=true needs input bits (abits > 0)");
+  if (a.given("calib") && !o.needs_data)
+    throw UsageError("quantize: calib= is for act=static (or format=fixed without afrac=)");
   return o;
+}
+
+// The largest frac (0..bits) at which amax still fits <bits, frac>: bits - 1
+// minus the integer bits amax needs (floor(log2 amax) + 1).
+int frac_for(double amax, int bits) {
+  if (!(amax > 0)) return bits;
+  const int k = int(std::floor(std::log2(amax))) + 1;
+  return std::clamp(bits - 1 - k, 0, bits);
 }
 
 std::vector<Linear*> targets(ViT& m, const std::string& layers) {
@@ -84,30 +125,68 @@ std::map<std::string, ActivationStats> input_stats(const ViT& m, const std::vect
 
 nlohmann::json quantize_model(ViT& m, const QuantizeOptions& o, const PassContext& ctx) {
   const std::vector<Linear*> ls = targets(m, o.layers);
-  for (const Linear* l : ls) o.format.validate(l->in);  // every layer checked before any changes
+  for (const Linear* l : ls) {  // every layer checked before any changes
+    try {
+      o.format.validate(l->in);
+    } catch (const Error& e) {
+      throw UsageError(cat("quantize: ", l->name, " (", to_string(l->kind), ", ", l->in, " inputs): ", e.what(),
+                           "; leave it out with layers=REGEX or give it its own group in a recipe override"));
+    }
+  }
   std::map<std::string, ActivationStats> stats;
-  if (o.static_inputs) stats = input_stats(m, ls, ctx, o.calib.needs_histogram());
+  if (o.needs_data) stats = input_stats(m, ls, ctx, o.calib.needs_histogram());
   nlohmann::json layers = nlohmann::json::array(), ranges = nlohmann::json::object();
   int64_t weights = 0, bytes_before = 0, bytes_after = 0, on_kernels = 0;
   std::vector<float> scratch;
   for (Linear* l : ls) {
     IntFormat f = o.format;
-    if (o.static_inputs) {
-      const QuantRange r = calibrate(stats.at(l->name), o.calib, f.abits);
-      f.static_inputs = true;
-      f.in_scale = r.scale;
-      f.in_zero = r.zero;
-      const ActivationStats& s = stats.at(l->name);
-      ranges[l->name] = {{"lo", r.lo}, {"hi", r.hi}, {"min", s.min()}, {"max", s.max()}, {"scale", r.scale},
-                         {"zero", r.zero}};
+    const float* w = l->repr->plain_weight(scratch);
+    if (o.fixed) {
+      double amax = 0;
+      for (int64_t i = 0; i < int64_t(l->in) * l->out; ++i) amax = std::max(amax, double(std::fabs(w[i])));
+      f.frac = o.frac >= 0 ? o.frac : frac_for(amax, f.bits);
     }
+    if (o.static_inputs) {
+      f.static_inputs = true;
+      if (o.fixed) {  // <abits, afrac>: scale 2^-afrac, the signed codes offset by 2^(abits-1)
+        f.afrac = o.afrac;
+        if (f.afrac < 0) {
+          const QuantRange r = calibrate(stats.at(l->name), o.calib, f.abits);
+          f.afrac = frac_for(std::max(-r.lo, r.hi), f.abits);
+        }
+        f.in_scale = std::ldexp(1.f, -f.afrac);
+        f.in_zero = 1 << (f.abits - 1);
+        ranges[l->name] = {{"frac", f.frac}, {"afrac", f.afrac}};
+      } else {
+        const QuantRange r = calibrate(stats.at(l->name), o.calib, f.abits);
+        f.in_scale = r.scale;
+        f.in_zero = r.zero;
+        const ActivationStats& s = stats.at(l->name);
+        ranges[l->name] = {{"lo", r.lo}, {"hi", r.hi}, {"min", s.min()}, {"max", s.max()}, {"scale", r.scale},
+                           {"zero", r.zero}};
+      }
+    } else if (o.fixed) {
+      ranges[l->name] = {{"frac", f.frac}};
+    }
+    // The bias on the accumulator's grid (weight frac + input frac) unless given.
+    if (o.fixed && l->has_bias) f.bias_frac = o.bfrac >= 0 ? o.bfrac : f.frac + std::max(f.afrac, 0);
     bytes_before += l->repr->file_bytes();
-    auto r = std::make_unique<IntLinear>(l->repr->plain_weight(scratch), l->in, l->out, l->repr->bias_tensor(), f);
+    auto r = std::make_unique<IntLinear>(w, l->in, l->out, l->repr->bias_tensor(), f);
     on_kernels += r->on_integer_kernels();
     bytes_after += r->file_bytes();
     m.set_repr(*l, std::move(r));
     layers.push_back(l->name);
     weights += int64_t(l->in) * l->out;
+  }
+  nlohmann::json att_blocks = nlohmann::json::array();
+  if (o.attention) {
+    for (size_t b = 0; b < m.blocks.size(); ++b) {
+      if (std::find(ls.begin(), ls.end(), &m.blocks[b].qkv) == ls.end()) continue;
+      if (m.blocks[b].attn_quant) fail("quantize: block ", b, "'s attention is already quantized");
+      m.blocks[b].attn_quant = kernels::AttentionQuant{o.format.abits, o.format.abits};
+      att_blocks.push_back(b);
+    }
+    if (att_blocks.empty()) throw UsageError("quantize: attention=true, but layers= selects no block's qkv layer");
   }
   nlohmann::json rec{{"layers", layers},
                      {"format", o.format.to_json()},
@@ -115,10 +194,9 @@ nlohmann::json quantize_model(ViT& m, const QuantizeOptions& o, const PassContex
                      {"bytes_before", bytes_before},
                      {"bytes_after", bytes_after},
                      {"layers_on_integer_kernels", on_kernels}};
-  if (o.static_inputs) {
-    rec["calibrator"] = o.calib.name();
-    rec["input_ranges"] = ranges;
-  }
+  if (o.attention) rec["attention_blocks"] = att_blocks;
+  if (o.needs_data) rec["calibrator"] = o.calib.name();
+  if (!ranges.empty()) rec[o.fixed ? "fixed_point" : "input_ranges"] = ranges;
   return rec;
 }
 
@@ -142,9 +220,21 @@ class QuantizePass : public Pass {
         PassKey("calib", T::String, "minmax",
                 "act=static: minmax, sigma:K, percentile:P, mse or entropy (TensorRT's KL)"),
         PassKey("layers", T::Regex, "", "only the layers whose name matches (default: every linear layer)"),
+        PassKey("attention", T::Bool, "false",
+                "also QK^T and attention x V in integers (abits-bit signed Q, K, V per image and head, unsigned "
+                "abits-bit probabilities) in the blocks whose qkv is quantized; inference only"),
+        PassKey("format", T::String, "int",
+                "int (scales from the ranges) or fixed: MASE-style fixed point <bits, frac>, one scale 2^-frac per "
+                "layer, inputs static <abits, afrac>, biases on the accumulator's grid"),
+        PassKey("frac", T::Int, "", "format=fixed: weight fraction bits (default: the most that fit each layer)")
+            .range(0, 16),
+        PassKey("afrac", T::Int, "", "format=fixed: input fraction bits (default: from --data with calib=)")
+            .range(0, 16),
+        PassKey("bfrac", T::Int, "", "format=fixed: bias fraction bits (default frac + afrac)").range(0, 30),
     };
   }
-  bool needs_calibration(const PassArgs& a) const override { return a.text("act") == "static"; }
+  bool needs_calibration(const PassArgs& a) const override { return options(a).needs_data; }
+  bool layers_select() const override { return true; }
   nlohmann::json apply(ViT& m, const PassArgs& a, const PassContext& ctx) const override {
     return quantize_model(m, options(a), ctx);
   }

@@ -313,7 +313,43 @@ std::unique_ptr<ViT> load_model(const std::string& spec, const LoadOptions& opt)
   for (auto& [k, v] : r.metadata())
     if (k.rfind("vitkit.", 0) != 0) m->extra_metadata[k] = v;
   if (!log.empty()) m->extra_metadata[kCompressionKey] = log;
+  read_attention(*m, r.metadata(), spec);
   return m;
+}
+
+nlohmann::json attention_metadata(const ViT& m) {
+  nlohmann::json j = nlohmann::json::object();
+  for (size_t b = 0; b < m.blocks.size(); ++b)
+    if (const auto& q = m.blocks[b].attn_quant) j[std::to_string(b)] = {{"bits", q->bits}, {"pbits", q->pbits}};
+  return j;
+}
+
+// vitkit.attention: {"BLOCK": {"bits": B, "pbits": P}, ...}, the blocks whose
+// attention runs on integer products.
+void read_attention(ViT& m, const std::map<std::string, std::string>& md, const std::string& path) {
+  if (!md.count(kAttentionKey)) return;
+  const nlohmann::json j = metadata_json(md, kAttentionKey, path);
+  check(j.is_object(), path, ": metadata ", kAttentionKey, " is not a JSON object");
+  for (auto& [k, v] : j.items()) {
+    int64_t b = -1;
+    try {
+      size_t used = 0;
+      b = std::stoll(k, &used);
+      if (used != k.size()) b = -1;
+    } catch (const std::exception&) {
+    }
+    check(b >= 0 && b < int64_t(m.blocks.size()), path, ": metadata ", kAttentionKey, " names block '", k,
+          "'; the model has blocks 0..", m.blocks.size() - 1);
+    check(v.is_object() && v.contains("bits") && v["bits"].is_number_integer() && v.contains("pbits") &&
+              v["pbits"].is_number_integer(),
+          path, ": metadata ", kAttentionKey, " block ", k, " needs integer bits and pbits");
+    kernels::AttentionQuant q;
+    q.bits = v["bits"].get<int>();
+    q.pbits = v["pbits"].get<int>();
+    check(q.bits >= 2 && q.bits <= 16 && q.pbits >= 2 && q.pbits <= 16, path, ": metadata ", kAttentionKey,
+          " block ", k, ": bits ", q.bits, " and pbits ", q.pbits, " must be in 2..16");
+    m.blocks[size_t(b)].attn_quant = q;
+  }
 }
 
 nlohmann::json layers_metadata(const ViT& m) {
@@ -366,6 +402,7 @@ FileContents model_file_contents(const ViT& m, bool checkpoint, DType dtype) {
   for (auto& [k, v] : m.extra_metadata.items()) md[k] = v.is_string() ? v.get<std::string>() : v.dump();
   if (auto log = compression_log(m); !log.empty()) md[kCompressionKey] = log.dump();
   if (const nlohmann::json layers = layers_metadata(m); !layers.empty()) md[kLayersKey] = layers.dump();
+  if (const nlohmann::json att = attention_metadata(m); !att.empty()) md[kAttentionKey] = att.dump();
   nlohmann::json cj = config_to_json(m.cfg);
   md["vitkit.preprocess"] = cj["preprocess"].dump();
   cj.erase("preprocess");

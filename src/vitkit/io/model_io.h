@@ -36,6 +36,8 @@ bool is_preset_spec(const std::string& spec);
 // ...its meta}}, for layers that are not dense f32) and the compression log
 // (the passes that made the model, a JSON list of their records).
 inline constexpr const char* kLayersKey = "vitkit.layers";
+// Blocks whose attention runs on integer products: {"BLOCK": {"bits", "pbits"}}.
+inline constexpr const char* kAttentionKey = "vitkit.attention";
 inline constexpr const char* kCompressionKey = "vitkit.compression";
 
 // Writes the model as safetensors with torchvision names and vitkit metadata:
@@ -56,6 +58,10 @@ FileContents model_file_contents(const ViT& m, bool checkpoint, DType dtype = DT
 // m's vitkit.layers metadata: {"LAYER": {"repr": KIND, ...}} for every layer
 // that is not dense f32 (a packed layer is stored as f32).
 nlohmann::json layers_metadata(const ViT& m);
+// The blocks' attention quantization as kAttentionKey holds it ({} when none),
+// and read back into m (Error naming the file, the block and the field).
+nlohmann::json attention_metadata(const ViT& m);
+void read_attention(ViT& m, const std::map<std::string, std::string>& md, const std::string& path);
 
 // The compression log of m (a JSON list, empty when none).
 nlohmann::json compression_log(const ViT& m);

@@ -2,6 +2,8 @@
 
 #include <functional>
 
+#include "vitkit/core/error.h"
+
 namespace vitkit {
 
 namespace {
@@ -70,11 +72,16 @@ ModelCost total(const std::vector<LayerCost>& v, int64_t other) {
 }  // namespace
 
 std::vector<LayerCost> layer_costs(const ViT& m) {
-  return costs(m.cfg, [&](LayerKind kind, int block, int64_t rows) {
+  std::vector<LayerCost> v = costs(m.cfg, [&](LayerKind kind, int block, int64_t rows) {
     const Linear& l = linear_of(m, kind, block);
     return LinearCount{l.repr->macs(rows), l.repr->weight_params() + (l.has_bias ? l.out : 0), l.repr->file_bytes(),
                        l.repr->kind()};
   });
+  // Attention's products: "" (f32), or "intB" on integer products (quantize:attention=true).
+  for (LayerCost& c : v)
+    if ((c.kind == "attn_scores" || c.kind == "attn_values") && m.blocks[size_t(c.block)].attn_quant)
+      c.repr = cat("int", m.blocks[size_t(c.block)].attn_quant->bits);
+  return v;
 }
 
 std::vector<LayerCost> layer_costs(const ViTConfig& c) {

@@ -19,7 +19,7 @@ struct LayerCost {
   int64_t macs = 0;    // per image
   int64_t params = 0;  // weights and biases of the layer (0 for the attention products)
   int64_t bytes = 0;   // in a model file (0 for the attention products)
-  std::string repr;    // the linear layer's representation ("" for the attention products)
+  std::string repr;    // the linear layer's representation; attention products: "" (f32) or "int8" (integer products)
 };
 
 // Every matmul of the forward pass in order. Norms, softmax and activations

@@ -12,6 +12,7 @@
 #include "vitkit/core/threads.h"
 #include "vitkit/kernels/activations.h"
 #include "vitkit/kernels/attention.h"
+#include "vitkit/kernels/attention_int.h"
 #include "vitkit/kernels/dropout.h"
 #include "vitkit/kernels/layernorm.h"
 #include "vitkit/model/layers.h"
@@ -135,8 +136,14 @@ static void block_forward(const ViT& m, int l, Acts& a, const ForwardHooks* hook
     VK_PROF("fwd.attention");
     if (hooks && hooks->on_attention) hooks->on_attention(l, a.qkv(l), B);
     // cls_only: the class token's query alone; att (B,1,D)
-    kernels::attention_forward(a.qkv(l), a.att(l), train ? a.lse(l) : nullptr, B, T, blk.shape.heads,
-                               blk.shape.head_dim, cls_only ? 1 : T);
+    if (blk.attn_quant) {  // integer products (inference only: begin_training refuses these blocks)
+      check(!train, "block ", l, ": attention with integer products has no backward pass");
+      kernels::attention_forward_int(a.qkv(l), a.att(l), B, T, blk.shape.heads, blk.shape.head_dim, *blk.attn_quant,
+                                     cls_only ? 1 : T);
+    } else {
+      kernels::attention_forward(a.qkv(l), a.att(l), train ? a.lse(l) : nullptr, B, T, blk.shape.heads,
+                                 blk.shape.head_dim, cls_only ? 1 : T);
+    }
   }
   if (cls_only) {
     last_block_cls_only(m, l, a);

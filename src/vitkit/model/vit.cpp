@@ -135,6 +135,7 @@ std::unique_ptr<ViT> ViT::clone() const {
     check(j >= 0, "clone: parameter ", params.info(i).name, " missing in the copy");
     std::memcpy(m->params.ptr(j), params.ptr(i), sizeof(float) * size_t(params.info(i).numel));
   }
+  for (size_t b = 0; b < blocks.size(); ++b) m->blocks[b].attn_quant = blocks[b].attn_quant;
   m->extra_metadata = extra_metadata;
   return m;
 }

@@ -2,12 +2,14 @@
 // one representation, repr/linear_repr.h, owning its weight) and the table of
 // its f32 parameters (torchvision names).
 #pragma once
+#include <optional>
 #include <functional>
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
 
+#include "vitkit/kernels/attention_int.h"
 #include "vitkit/model/config.h"
 #include "vitkit/model/params.h"
 #include "vitkit/repr/linear_repr.h"
@@ -44,6 +46,9 @@ struct Block {
   BlockShape shape;  // heads, head_dim, mlp_dim
   Norm ln1, ln2;
   Linear qkv, proj, fc1, fc2;
+  // Set: attention's QK^T and P.V in integers (kernels/attention_int.h;
+  // quantize:attention=true); inference only. Files: vitkit.attention.
+  std::optional<kernels::AttentionQuant> attn_quant;
 };
 
 // Makes a layer's representation when a model is built (load_model: from the

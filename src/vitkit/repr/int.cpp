@@ -28,6 +28,18 @@ void IntFormat::validate(int in) const {
     check(in_zero >= 0 && in_zero <= (1 << abits) - 1, "int: static input zero point ", in_zero, " outside 0..",
           (1 << abits) - 1);
   }
+  if (fixed()) {
+    check(frac <= 30, "int: fixed-point weight frac ", frac, " outside 0..30");
+    check(granularity == ScaleGranularity::Tensor && symmetric,
+          "int: a fixed-point weight has one scale (granularity tensor) and no zero point");
+  }
+  if (afrac >= 0) {
+    check(afrac <= 30 && static_inputs, "int: fixed-point inputs (afrac ", afrac, ") need static inputs");
+    check(in_scale == std::ldexp(1.f, -afrac) && in_zero == (1 << (abits - 1)), "int: fixed-point inputs <", abits,
+          ", ", afrac, "> need scale 2^-", afrac, " and zero point ", 1 << (abits - 1), ", got ", in_scale, " and ",
+          in_zero);
+  }
+  check(bias_frac >= -1 && bias_frac <= 30, "int: bias frac ", bias_frac, " outside 0..30");
 }
 
 nlohmann::json IntFormat::to_json() const {
@@ -41,6 +53,9 @@ nlohmann::json IntFormat::to_json() const {
     j["in_scale"] = in_scale;
     j["in_zero"] = in_zero;
   }
+  if (fixed()) j["frac"] = frac;
+  if (afrac >= 0) j["afrac"] = afrac;
+  if (bias_frac >= 0) j["bias_frac"] = bias_frac;
   return j;
 }
 
@@ -63,6 +78,10 @@ IntFormat IntFormat::from_json(const nlohmann::json& j) {
       f.in_scale = j.at("in_scale").get<float>();
       f.in_zero = j.at("in_zero").get<int32_t>();
     }
+    f.frac = j.value("frac", -1);
+    f.afrac = j.value("afrac", -1);
+    f.bias_frac = j.value("bias_frac", -1);
+    check(f.frac >= -1 && f.afrac >= -1, "frac ", f.frac, " or afrac ", f.afrac, " negative");
   } catch (const nlohmann::json::exception& e) {
     fail("int metadata: ", e.what());
   }
@@ -70,6 +89,12 @@ IntFormat IntFormat::from_json(const nlohmann::json& j) {
 }
 
 std::string IntFormat::describe() const {
+  if (fixed()) {
+    std::string s = cat("fixed<", bits, ",", frac, ">");
+    if (abits == 0) s += ", f32 inputs";
+    else s += afrac >= 0 ? cat(", inputs fixed<", abits, ",", afrac, ">") : cat(", inputs int", abits, " static");
+    return bias_frac >= 0 ? s + cat(", bias frac ", bias_frac) : s;
+  }
   std::string s = cat("int", bits, symmetric ? "" : " with zero points", " per ", granularity_name(granularity),
                       granularity == ScaleGranularity::Group ? cat(" of ", group) : std::string());
   if (abits == 0) return s + ", f32 inputs";
@@ -126,7 +151,11 @@ void IntLinear::set_weight(const float* W) {
     const float* w = W + c * L;  // a group's values are consecutive in every granularity
     float s = 1.f;
     int32_t z = 0;
-    if (f_.symmetric) {
+    if (f_.fixed()) {  // one scale 2^-frac, codes down to -2^(b-1)
+      s = std::ldexp(1.f, -f_.frac);
+      for (int64_t i = 0; i < L; ++i)
+        q[size_t(i)] = int32_t(std::clamp(std::nearbyint(std::ldexp(w[i], f_.frac)), float(-qmax_s - 1), float(qmax_s)));
+    } else if (f_.symmetric) {
       float amax = 0.f;
       for (int64_t i = 0; i < L; ++i) amax = std::max(amax, std::fabs(w[i]));
       if (amax > 0) s = amax / float(qmax_s);
@@ -158,7 +187,14 @@ void IntLinear::set_weight(const float* W) {
   codes_ = codes;
   scales_ = scales;
   zeros_ = zeros;
+  if (f_.bias_frac >= 0 && bias_.defined()) round_bias();
   prepare();
+}
+
+// The bias on the 2^-bias_frac grid, in place (the ParamTable's tensor).
+void IntLinear::round_bias() {
+  float* b = bias_.f32();
+  for (int64_t i = 0; i < bias_.numel(); ++i) b[i] = std::ldexp(std::nearbyint(std::ldexp(b[i], f_.bias_frac)), -f_.bias_frac);
 }
 
 kernels::WeightOperand IntLinear::operand() const {
@@ -305,7 +341,10 @@ std::unique_ptr<LinearRepr> load_int_linear(const ReprFile& f) {
     check(scales.f32()[i] > 0 && std::isfinite(scales.f32()[i]), f.path, ": tensor '", f.name("weight_scale"),
           "' has a scale ", scales.f32()[i], " that is not positive and finite");
   Tensor zeros;
-  const int lo = fmt.symmetric ? -((1 << (fmt.bits - 1)) - 1) : 0;
+  const int lo = fmt.fixed() ? -(1 << (fmt.bits - 1)) : fmt.symmetric ? -((1 << (fmt.bits - 1)) - 1) : 0;
+  if (fmt.fixed())
+    check(scales.f32()[0] == std::ldexp(1.f, -fmt.frac), f.path, ": tensor '", f.name("weight_scale"), "' is ",
+          scales.f32()[0], ", not 2^-", fmt.frac, " as the fixed-point format <", fmt.bits, ",", fmt.frac, "> says");
   const int hi = fmt.symmetric ? (1 << (fmt.bits - 1)) - 1 : (1 << fmt.bits) - 1;
   if (!fmt.symmetric) {
     zeros = read_checked(f, "weight_zero", {DType::I32}, {Shape{ns}});
@@ -317,7 +356,14 @@ std::unique_ptr<LinearRepr> load_int_linear(const ReprFile& f) {
   for (int64_t i = 0; i < codes.numel(); ++i)
     check(q[i] >= lo && q[i] <= hi, f.path, ": tensor '", f.name("weight"), "' has code ", q[i], " outside ", lo,
           "..", hi, " for ", fmt.bits, " bits");
-  return std::make_unique<IntLinear>(f.in, f.out, read_bias(f), fmt, codes, scales, zeros);
+  Tensor bias = read_bias(f);
+  if (fmt.bias_frac >= 0 && bias.defined())
+    for (int64_t i = 0; i < bias.numel(); ++i) {
+      const float b = bias.f32()[i];
+      check(std::ldexp(std::nearbyint(std::ldexp(b, fmt.bias_frac)), -fmt.bias_frac) == b, f.path, ": bias ", b,
+            " of ", f.where, " is not on the 2^-", fmt.bias_frac, " grid its metadata says");
+    }
+  return std::make_unique<IntLinear>(f.in, f.out, bias, fmt, codes, scales, zeros);
 }
 
 }  // namespace vitkit

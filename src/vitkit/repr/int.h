@@ -39,6 +39,15 @@ struct IntFormat {
   bool static_inputs = false;  // the input scale and zero point below, not per row
   float in_scale = 0.f;
   int32_t in_zero = 0;
+  // Fixed point <bits, frac> (MASE's integer format): frac >= 0 gives the
+  // weight one scale 2^-frac (granularity tensor, symmetric), codes
+  // clamp(round(w 2^frac), -2^(bits-1), 2^(bits-1) - 1) (the most negative code
+  // included); -1: scales from the weights' range. afrac >= 0 records that the
+  // static inputs are fixed point <abits, afrac> (scale 2^-afrac, zero point
+  // 2^(abits-1): the signed codes offset to unsigned ones). bias_frac >= 0
+  // keeps the bias on the 2^-bias_frac grid (rounded whenever the weight is set).
+  int frac = -1, afrac = -1, bias_frac = -1;
+  bool fixed() const { return frac >= 0; }
   // Checks the fields for a layer of `in` inputs; Error naming the field.
   void validate(int in) const;
   nlohmann::json to_json() const;
@@ -80,6 +89,7 @@ class IntLinear : public SteRepr {
   // Packs the codes for the integer kernels where they apply; the packed copy
   // replaces the plain codes (memory holds one copy of the weight).
   void prepare();
+  void round_bias();
   IntFormat f_;
   Tensor codes_;   // I8 / U8 (bits <= 8), I16 or I32 (out, in); undefined while packed_ holds them
   Tensor scales_;  // F32

@@ -13,6 +13,10 @@ void begin_training(ViT& m) {
     if (l->repr->train_mode() == TrainMode::None)
       fail(l->describe(), ": a '", l->repr->kind(), "' layer (", l->repr->describe(), ") cannot be trained: ",
            l->repr->why_not_trainable());
+  for (size_t b = 0; b < m.blocks.size(); ++b)
+    if (m.blocks[b].attn_quant)
+      fail("block ", b, ": attention with integer products (quantize:attention=true) cannot be trained: it has no "
+           "backward pass; fine-tune before quantizing attention, or quantize the linear layers only");
   for (Linear* l : m.linears()) l->repr->begin_training();
   m.layout();
 }
