@@ -12,7 +12,11 @@
 //                 histogram of |x|, P its first i bins with the tail's mass in
 //                 the last, Q those bins merged into as many levels as the
 //                 codes spend on [0, t] (2^(b-1) for a range symmetric about
-//                 zero, 2^b for a one-signed one, 2^b t / (hi - lo) between)
+//                 zero, 2^b for a one-signed one, 2^b t / (hi - lo) between).
+//                 Like TensorRT's it can clip far too hard where the values are
+//                 few and spiky: normalised pixels (a background spike at the
+//                 minimum) get t = that spike's magnitude, clipping every
+//                 brighter pixel; keep such layers on another calibrator (layers=)
 // Statistics are gathered in two passes over the data: moments and extremes,
 // then histograms of 2048 bins over [min, max] and over [0, max |x|].
 #pragma once
