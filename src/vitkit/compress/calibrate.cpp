@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdlib>
+#include <limits>
 
 #include "vitkit/core/error.h"
 
@@ -64,11 +65,13 @@ double ActivationStats::bin_value(int i) const {
 }
 
 void ActivationStats::add_histogram(const float* x, int64_t n) {
-  if (hist_.empty()) hist_.assign(kBins, 0.0);
-  const double w = (max_ - min_) / double(kBins);
+  if (hist_.empty()) hist_.assign(kBins, 0.0), abs_hist_.assign(kBins, 0.0);
+  const double w = (max_ - min_) / double(kBins), aw = abs_max() / double(kBins);
   for (int64_t i = 0; i < n; ++i) {
-    int b = w > 0 ? int((double(x[i]) - min_) / w) : 0;
+    const double v = x[i];
+    const int b = w > 0 ? int((v - min_) / w) : 0, ab = aw > 0 ? int(std::fabs(v) / aw) : 0;
     hist_[size_t(std::clamp(b, 0, kBins - 1))] += 1;
+    abs_hist_[size_t(std::clamp(ab, 0, kBins - 1))] += 1;
   }
 }
 
@@ -133,56 +136,71 @@ QuantRange mse_range(const ActivationStats& s, int bits) {
   return range_params(best_lo, best_hi, bits);
 }
 
-// KL(p || q) of two unnormalised distributions over the same bins (q smoothed where p has mass).
-double kl_divergence(const std::vector<double>& p, const std::vector<double>& q) {
-  double ps = 0, qs = 0;
-  for (double v : p) ps += v;
-  for (double v : q) qs += v;
-  if (ps <= 0 || qs <= 0) return 0;
-  double kl = 0;
-  for (size_t i = 0; i < p.size(); ++i) {
-    if (p[i] <= 0) continue;
-    const double pi = p[i] / ps, qi = std::max(q[i] / qs, 1e-12);
-    kl += pi * std::log(pi / qi);
-  }
-  return kl;
-}
-
-// TensorRT's entropy calibration on the histogram of |x| (2048 bins over
-// [0, max |x|]): for each threshold bin i >= levels, P = the first i bins with
-// the tail's mass added to the last, Q = P merged into `levels` bins and spread
-// back over the non-empty bins; the threshold with the smallest KL(P || Q).
-double entropy_threshold(const ActivationStats& s, int levels) {
-  const double amax = std::max(std::fabs(s.min()), std::fabs(s.max()));
-  const int B = ActivationStats::kBins;
-  if (amax <= 0) return 0;
-  std::vector<double> h(size_t(B), 0.0);
-  for (int i = 0; i < B; ++i) {
-    const double v = std::fabs(s.bin_value(i));
-    h[size_t(std::clamp(int(v / amax * B), 0, B - 1))] += s.histogram()[size_t(i)];
-  }
-  double best = 1e300;
-  int best_i = B;
-  for (int i = levels; i <= B; ++i) {
-    std::vector<double> p(h.begin(), h.begin() + i);
-    for (int k = i; k < B; ++k) p[size_t(i - 1)] += h[size_t(k)];
-    std::vector<double> q(size_t(i), 0.0);
-    const double per = double(i) / levels;
-    for (int j = 0; j < levels; ++j) {
-      const int a = int(std::floor(j * per)), b = std::max(a + 1, int(std::floor((j + 1) * per)));
-      double mass = 0;
-      int nonzero = 0;
-      for (int k = a; k < b && k < i; ++k) mass += h[size_t(k)], nonzero += h[size_t(k)] > 0;
-      for (int k = a; k < b && k < i; ++k)
-        if (h[size_t(k)] > 0) q[size_t(k)] = mass / nonzero;
-    }
-    const double kl = kl_divergence(p, q);
-    if (kl < best) best = kl, best_i = i;
-  }
-  return amax * double(best_i) / B;
+// The levels b-bit codes spend on [0, t] when the range is [max(min, -t), min(max, t)]:
+// 2^b t / (hi - lo), so 2^(b-1) for a range symmetric about zero and 2^b for a
+// one-signed one (TensorRT's signed and unsigned cases), in between otherwise.
+int64_t levels_below(const ActivationStats& s, double t, int bits) {
+  const double lo = std::max(s.min(), -t), hi = std::min(s.max(), t);
+  return std::max<int64_t>(1, std::llround(double(int64_t(1) << bits) * t / (hi - lo)));
 }
 
 }  // namespace
+
+// TensorRT's entropy calibration, as pytorch-quantization's _compute_amax_entropy
+// runs it on the histogram h of |x| (kBins bins over [0, max |x|]):
+//  - h[0] is replaced by h[1] (the zero bin, a spike after ReLU, left out);
+//  - for each candidate i = 128 .. kBins (threshold t = max |x| i / kBins):
+//    P = h[0, i) with the mass of h[i, kBins) added to its last bin;
+//    Q: the bins [0, i) grouped into L levels (bin k in group floor(k L / i)),
+//    each group's mass spread evenly over its non-empty bins (empty bins get 0);
+//    KL(P || Q) with P and Q normalised (infinite when Q is 0 where P is not);
+//  - the last (largest) i of the smallest KL.
+// L is levels_below (TensorRT's 2^(b-1) signed, 2^b unsigned, generalised to the
+// range with a zero point this calibrator yields).
+int entropy_threshold_bin(const ActivationStats& s, int bits) {
+  const int B = ActivationStats::kBins;
+  check(int(s.abs_histogram().size()) == B, "calibration: entropy needs the histogram pass");
+  const double amax = s.abs_max();
+  if (!(amax > 0)) return B;
+  std::vector<double> h = s.abs_histogram();
+  h[0] = h[1];
+  std::vector<double> tail(size_t(B) + 1, 0.0);  // tail[i] = sum h[i, B)
+  for (int k = B - 1; k >= 0; --k) tail[size_t(k)] = tail[size_t(k) + 1] + h[size_t(k)];
+  const double total = tail[0];
+  if (!(total > 0)) return B;
+  std::vector<double> mass, q(static_cast<size_t>(B));
+  std::vector<int64_t> nonzero;
+  double best = std::numeric_limits<double>::infinity();
+  int best_i = B;
+  for (int i = std::min(128, B); i <= B; ++i) {
+    const int64_t L = levels_below(s, amax * double(i) / B, bits);
+    // With L >= i levels every bin is a group of its own.
+    mass.assign(size_t(std::min<int64_t>(L, i)), 0.0);
+    nonzero.assign(mass.size(), 0);
+    auto group = [&](int k) { return L >= i ? size_t(k) : size_t(int64_t(k) * L / i); };
+    for (int k = 0; k < i; ++k)
+      if (h[size_t(k)] > 0) mass[group(k)] += h[size_t(k)], ++nonzero[group(k)];
+    double qsum = 0;
+    for (int k = 0; k < i; ++k) {
+      q[size_t(k)] = h[size_t(k)] > 0 ? mass[group(k)] / double(nonzero[group(k)]) : 0.0;
+      qsum += q[size_t(k)];
+    }
+    if (!(qsum > 0)) continue;
+    double kl = 0;
+    for (int k = 0; k < i; ++k) {
+      const double p = (h[size_t(k)] + (k == i - 1 ? tail[size_t(i)] : 0.0)) / total;
+      if (p <= 0) continue;
+      if (q[size_t(k)] <= 0) {
+        kl = std::numeric_limits<double>::infinity();
+        break;
+      }
+      kl += p * std::log(p / (q[size_t(k)] / qsum));
+    }
+    if (kl <= best) best = kl, best_i = i;
+  }
+  return best_i;
+}
+
 
 QuantRange calibrate(const ActivationStats& s, const Calibrator& c, int bits) {
   check(s.count() > 0, "calibration: no values were seen");
@@ -201,7 +219,9 @@ QuantRange calibrate(const ActivationStats& s, const Calibrator& c, int bits) {
       return mse_range(s, bits);
     case Calibrator::Kind::Entropy: {
       check(!s.histogram().empty(), "calibration: entropy needs the histogram pass");
-      const double t = entropy_threshold(s, 1 << (bits - 1));
+      const int i = entropy_threshold_bin(s, bits);
+      if (i == ActivationStats::kBins) return range_params(s.min(), s.max(), bits);
+      const double t = s.abs_max() * double(i) / ActivationStats::kBins;
       return range_params(std::max(s.min(), -t), std::min(s.max(), t), bits);
     }
   }
