@@ -41,8 +41,13 @@ class ActivationStats {
   double mean() const { return n_ ? sum_ / double(n_) : 0; }
   double stddev() const;
   const std::vector<double>& histogram() const { return hist_; }
-  // The bin's centre.
+  // The bin's centre, and the bins' width ((max - min) / kBins).
   double bin_value(int i) const;
+  double bin_width() const { return (max_ - min_) / double(kBins); }
+  // After pass 2: the value below which a fraction q in [0, 1] of the
+  // histogram's mass lies, interpolated linearly within its bin (so within
+  // one bin width of the values around that rank).
+  double quantile(double q) const;
 
  private:
   int64_t n_ = 0;
