@@ -4,11 +4,15 @@
 #include <chrono>
 #include <cmath>
 #include <cstring>
+#include <exception>
 #include <map>
 #include <numeric>
 
+#include <omp.h>
+
 #include "vitkit/core/error.h"
 #include "vitkit/core/progress.h"
+#include "vitkit/core/threads.h"
 #include "vitkit/io/preprocess.h"
 #include "vitkit/model/forward.h"
 #include "vitkit/report/table.h"
@@ -86,9 +90,11 @@ bool same_input(const ViTConfig& a, const ViTConfig& b) {
          a.pre.interpolation == b.pre.interpolation;
 }
 
-// Per-layer SQNR of B's outputs against A's (LayerSqnr), over chunks of images:
-// A runs on a chunk with its layers' outputs kept, then B, whose outputs are
-// compared as they come.
+// Per-layer SQNR of B's outputs against A's (LayerSqnr). The images are split
+// between the threads (as vit_infer's per-image mode: each thread runs whole
+// sub-batches with every op on itself, so hooks need no locks and no op waits
+// at a barrier); each thread, chunk by chunk, runs A with its layers' outputs
+// kept, then B, whose outputs are compared as they come, into its own sums.
 class SqnrRun {
  public:
   SqnrRun(const ViT& a, const ViT& b) : a_(a), b_(b) {
@@ -104,36 +110,60 @@ class SqnrRun {
       layers_.push_back(s);
       per_image += rows_per_image(a.cfg, *la) * la->out * int64_t(sizeof(float));
     }
-    kept_.resize(layers_.size());
-    cursor_.resize(layers_.size());
-    chunk_ = std::max<int64_t>(1, kSqnrChunkBytes / std::max<int64_t>(1, per_image));
+    per_image_bytes_ = std::max<int64_t>(1, per_image);
   }
 
   // logits_a, logits_b (n, classes) of images xa, xb (n, C, S, S), each
-  // preprocessed for its model.
-  void run(const Tensor& xa, const Tensor& xb, Acts& acts_a, Acts& acts_b, float* logits_a, float* logits_b) {
-    const int64_t n = xa.dim(0), C = a_.cfg.classes;
-    ForwardHooks keep, cmp;
-    keep.on_linear_output = [this](const Linear& l, const float* Y, int64_t rows) {
-      auto it = slot_a_.find(&l);
-      if (it != slot_a_.end()) kept_[it->second].insert(kept_[it->second].end(), Y, Y + rows * l.out);
-    };
-    cmp.on_linear_output = [this](const Linear& l, const float* Y, int64_t rows) {
-      auto it = slot_b_.find(&l);
-      if (it != slot_b_.end()) compare(it->second, Y, rows * l.out);
-    };
-    for (int64_t i = 0; i < n; i += chunk_) {
-      const int64_t k = std::min(chunk_, n - i);
-      for (size_t s = 0; s < kept_.size(); ++s) kept_[s].clear(), cursor_[s] = 0;
-      const Tensor la = vit_predict(a_, xa.slice(i, i + k), acts_a, 0, &keep);
-      const Tensor lb = vit_predict(b_, xb.slice(i, i + k), acts_b, 0, &cmp);
-      std::memcpy(logits_a + i * C, la.f32(), sizeof(float) * size_t(k * C));
-      std::memcpy(logits_b + i * C, lb.f32(), sizeof(float) * size_t(k * C));
+  // preprocessed for its model; the layers' sums grow.
+  void run(const Tensor& xa, const Tensor& xb, float* logits_a, float* logits_b) {
+    const int64_t n = xa.dim(0);
+    const int nt = int(std::clamp<int64_t>(omp_in_parallel() ? 1 : num_threads(), 1, n));
+    if (int(workers_.size()) < nt) workers_.resize(size_t(nt));
+    // Thread t's chunks: at most kSqnrChunkBytes of kept outputs over all threads.
+    const int64_t chunk = std::max<int64_t>(1, kSqnrChunkBytes / per_image_bytes_ / nt);
+    std::exception_ptr error;
+#pragma omp parallel num_threads(nt)
+    {
+      const int t = omp_get_thread_num(), k = omp_get_num_threads();
+      const int64_t i0 = n * t / k, i1 = n * (t + 1) / k;
+      try {
+        Worker& w = workers_[size_t(t)];
+        w.reset(layers_.size());
+        for (int64_t i = i0; i < i1; i += chunk) run_chunk(w, xa, xb, i, std::min(i + chunk, i1), logits_a, logits_b);
+      } catch (...) {
+#pragma omp critical(sqnr_run_error)
+        if (!error) error = std::current_exception();
+      }
     }
+    if (error) std::rethrow_exception(error);
+    for (Worker& w : workers_)
+      for (size_t s = 0; s < layers_.size() && s < w.sig.size(); ++s) {
+        layers_[s].signal += w.sig[s];
+        layers_[s].noise += w.noise[s];
+        layers_[s].values += w.values[s];
+        w.sig[s] = w.noise[s] = 0;
+        w.values[s] = 0;
+      }
   }
   const std::vector<LayerSqnr>& layers() const { return layers_; }
 
  private:
+  // One thread's activations, A's kept outputs of its chunk, and its sums, per layer slot.
+  struct Worker {
+    Acts acts_a, acts_b;
+    std::vector<std::vector<float>> kept;
+    std::vector<size_t> cursor;
+    std::vector<double> sig, noise;
+    std::vector<int64_t> values;
+    void reset(size_t slots) {
+      kept.resize(slots);
+      cursor.resize(slots);
+      sig.assign(slots, 0);
+      noise.assign(slots, 0);
+      values.assign(slots, 0);
+    }
+  };
+
   static const Linear* find(const ViT& m, const std::string& name) {
     for (const Linear* l : m.linears())
       if (l->name == name) return l;
@@ -145,30 +175,49 @@ class SqnrRun {
     if (l.kind == LayerKind::Head) return 1;
     return c.tokens();
   }
+
+  // Images [i0, i1): A with its outputs kept, then B compared.
+  void run_chunk(Worker& w, const Tensor& xa, const Tensor& xb, int64_t i0, int64_t i1, float* logits_a,
+                 float* logits_b) const {
+    const int64_t C = a_.cfg.classes;
+    for (size_t s = 0; s < w.kept.size(); ++s) w.kept[s].clear(), w.cursor[s] = 0;
+    ForwardHooks keep, cmp;
+    keep.on_linear_output = [this, &w](const Linear& l, const float* Y, int64_t rows) {
+      auto it = slot_a_.find(&l);
+      if (it != slot_a_.end()) w.kept[it->second].insert(w.kept[it->second].end(), Y, Y + rows * l.out);
+    };
+    cmp.on_linear_output = [this, &w](const Linear& l, const float* Y, int64_t rows) {
+      auto it = slot_b_.find(&l);
+      if (it != slot_b_.end()) compare(w, it->second, Y, rows * l.out);
+    };
+    const Tensor la = vit_predict(a_, xa.slice(i0, i1), w.acts_a, 0, &keep);
+    const Tensor lb = vit_predict(b_, xb.slice(i0, i1), w.acts_b, 0, &cmp);
+    std::memcpy(logits_a + i0 * C, la.f32(), sizeof(float) * size_t((i1 - i0) * C));
+    std::memcpy(logits_b + i0 * C, lb.f32(), sizeof(float) * size_t((i1 - i0) * C));
+  }
+
   // B's next n output values of layer slot s against A's.
-  void compare(size_t s, const float* yb, int64_t n) {
-    const std::vector<float>& ya = kept_[s];
-    check(cursor_[s] + size_t(n) <= ya.size(), "compare: layer ", layers_[s].name, " of B gives more values than A's");
-    const float* a = ya.data() + cursor_[s];
+  void compare(Worker& w, size_t s, const float* yb, int64_t n) const {
+    const std::vector<float>& ya = w.kept[s];
+    check(w.cursor[s] + size_t(n) <= ya.size(), "compare: layer ", layers_[s].name, " of B gives more values than A's");
+    const float* a = ya.data() + w.cursor[s];
     double sig = 0, noise = 0;
     for (int64_t i = 0; i < n; ++i) {
       const double d = double(a[i]) - double(yb[i]);
       sig += double(a[i]) * double(a[i]);
       noise += d * d;
     }
-    LayerSqnr& l = layers_[s];
-    l.signal += sig;
-    l.noise += noise;
-    l.values += n;
-    cursor_[s] += size_t(n);
+    w.sig[s] += sig;
+    w.noise[s] += noise;
+    w.values[s] += n;
+    w.cursor[s] += size_t(n);
   }
 
   const ViT &a_, &b_;
   std::map<const Linear*, size_t> slot_a_, slot_b_;
-  std::vector<LayerSqnr> layers_;        // sums until result
-  std::vector<std::vector<float>> kept_;  // per layer: A's outputs of the chunk
-  std::vector<size_t> cursor_;            // per layer: B's values compared in the chunk
-  int64_t chunk_ = 1;
+  std::vector<LayerSqnr> layers_;  // sums until compare_models divides them
+  std::vector<Worker> workers_;
+  int64_t per_image_bytes_ = 1;
 };
 
 }  // namespace
@@ -281,7 +330,7 @@ CompareResult compare_models(const ViT& a, const ViT& b, const Dataset& ds, cons
     if (o.layers) {
       la = Tensor::empty({n, C});
       lb = Tensor::empty({n, C});
-      sqnr.run(xa, xb, acts_a, acts_b, la.f32(), lb.f32());
+      sqnr.run(xa, xb, la.f32(), lb.f32());
     } else {
       la = vit_predict(a, xa, acts_a);
       lb = vit_predict(b, xb, acts_b);

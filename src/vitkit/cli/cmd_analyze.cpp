@@ -302,7 +302,7 @@ struct CompareCliOpts {
   std::string a, b, data, split = "test";
   std::vector<std::string> passes;
   int64_t limit = 0, batch = 256;
-  bool layers = false;
+  bool layers = false, no_layers = false;
   LoadOptions load;
   CommonOpts common;
 };
@@ -358,6 +358,8 @@ void run_compare(const CompareCliOpts& o) {
   co.limit = o.limit;
   co.batch = o.batch;
   co.progress = !o.common.quiet;
+  co.layers = !o.no_layers;
+  if (o.layers && o.no_layers) throw UsageError("give --layers or --no-layers, not both");
   co.name_a = "A (" + o.a + ")";
   co.name_b = "B (" + b_desc + ")";
   const CompareResult r = compare_models(*a, *b, *ds, co);
@@ -395,6 +397,7 @@ void add_compare(CLI::App* analyze) {
   cmd->add_option("--pass", o->passes, "B = A with NAME:key=value,... applied (repeatable; in order)")
       ->allow_extra_args(false);
   cmd->add_flag("--layers", o->layers, "Print the SQNR of every layer (JSON always has them)");
+  cmd->add_flag("--no-layers", o->no_layers, "Skip the per-layer SQNR (the models then run without hooks)");
   add_model_opts(cmd, o->load);
   add_common(cmd, o->common);
   cmd->footer(
@@ -436,6 +439,9 @@ void print_stats_text(const StatsResult& r, const StatsCliOpts& o, const ViT& m)
 void run_stats(const StatsCliOpts& o) {
   apply_common(o.common);
   if (o.images < 1) throw UsageError(cat("--images: ", o.images, " must be >= 1"));
+  if (o.stats.bins < 1 || 2048 % o.stats.bins != 0)
+    throw UsageError(cat("--bins: ", o.stats.bins, " must divide 2048 (e.g. 64, 128, 256)"));
+  if (!(o.stats.outlier_ratio > 0)) throw UsageError(cat("--outlier-ratio: ", o.stats.outlier_ratio, " must be > 0"));
   auto model = load_model(o.model, o.load);
   PassContext ctx;  // the calibration set: balanced over classes, as compress's
   load_calibration(ctx, *model, o.data, o.split, o.images);
