@@ -4,11 +4,14 @@
 // themselves and with a rounded copy on images made here (the same numbers as
 // compare_logits and evaluate_dataset), the shipped default model against
 // round:decimals=1 on Fashion-MNIST through the CLI (B's top-1 = eval of the
-// compressed file), and the CLI's errors.
+// compressed file), and the CLI's errors; per-layer SQNR: inf for identical
+// models, the known noise's at a perturbed layer, quantize:bits=8 on the
+// shipped model (analyze compare and compress --data).
 #include <gtest/gtest.h>
 
 #include <cmath>
 #include <filesystem>
+#include <map>
 #include <nlohmann/json.hpp>
 #include <numeric>
 
@@ -379,4 +382,130 @@ TEST(CompareCli, ErrorsNameTheProblem) {
   EXPECT_EQ(help.code, 0);
   for (const char* s : {"--data", "--pass", "--limit", "--batch", "--split", "--json", "--threads", "KL", "round"})
     EXPECT_HAS(help.out, s);
+}
+
+// ---------------------------------------------------------------- per-layer SQNR
+
+TEST(CompareSqnr, IdenticalModelsAreInfinite) {
+  const auto m = tiny_model(5, 1);
+  const auto copy = m->clone();
+  const RandomImages ds(20, 5, 2);
+  const CompareResult r = compare_models(*m, *copy, ds);
+  ASSERT_EQ(r.layers.size(), 10u);  // patch, 2 blocks x (qkv, out_proj, fc1, fc2), head
+  for (const LayerSqnr& l : r.layers) {
+    EXPECT_EQ(l.db(), INFINITY) << l.name;
+    EXPECT_EQ(l.noise, 0.0) << l.name;
+    EXPECT_GT(l.signal, 0.0) << l.name;
+  }
+  EXPECT_EQ(r.layers[0].name, "conv_proj");
+  EXPECT_EQ(r.layers[2].kind, "out_proj");
+  EXPECT_EQ(r.layers[2].block, 0);
+  const nlohmann::json j = r.to_json();
+  ASSERT_EQ(j["layers"].size(), 10u);
+  EXPECT_TRUE(j["layers"][3]["sqnr_db"].is_null());
+  EXPECT_EQ(j["layers"][3]["identical"], true);
+  EXPECT_EQ(j["layers"][3]["kind"], "fc1");
+  EXPECT_HAS(r.layers_text(), "inf");
+  EXPECT_HAS(r.text(), "SQNR");
+  EXPECT_HAS(compare_summary(r), "qkv inf dB");
+  // Without layers: none, and the same logits' statistics.
+  CompareOptions o;
+  o.layers = false;
+  const CompareResult plain = compare_models(*m, *copy, ds, o);
+  EXPECT_TRUE(plain.layers.empty());
+  EXPECT_EQ(plain.agreement, r.agreement);
+}
+
+TEST(CompareSqnr, PerturbedLayerHasTheNoisesSqnr) {
+  // B = A with block 0's fc2 weight + N(0, sigma^2) noise: the layers before it
+  // are identical (inf); at fc2, noise = sum (x dW^T)^2, whose expectation is
+  // sigma^2 x out x sum |x|^2 over its input rows x.
+  const auto a = tiny_model(4, 3);
+  auto b = a->clone();
+  const Linear& fc2 = b->blocks[0].fc2;
+  const double sigma = 0.01;
+  std::vector<double> dw(size_t(fc2.out) * fc2.in);
+  Rng rng(11);
+  for (size_t i = 0; i < dw.size(); ++i) {
+    const float w = b->W(fc2)[i];
+    b->W(fc2)[i] = w + float(sigma * rng.normal());
+    dw[i] = double(b->W(fc2)[i]) - double(w);  // the noise as stored
+  }
+  const RandomImages ds(40, 4, 4);
+  const CompareResult r = compare_models(*a, *b, ds);
+  // A's fc2 inputs and outputs on the same images.
+  std::vector<int64_t> idx(40);
+  std::iota(idx.begin(), idx.end(), 0);
+  double signal = 0, noise = 0, expected_noise = 0;
+  ForwardHooks h;
+  const std::string name = a->blocks[0].fc2.name;
+  h.on_linear = [&](const Linear& l, const float* X, int64_t rows) {
+    if (l.name != name) return;
+    for (int64_t i = 0; i < rows; ++i) {
+      double x2 = 0;
+      for (int k = 0; k < l.in; ++k) x2 += double(X[i * l.in + k]) * X[i * l.in + k];
+      expected_noise += sigma * sigma * l.out * x2;
+      for (int o = 0; o < l.out; ++o) {
+        double d = 0;
+        for (int k = 0; k < l.in; ++k) d += double(X[i * l.in + k]) * dw[size_t(o) * l.in + k];
+        noise += d * d;
+      }
+    }
+  };
+  h.on_linear_output = [&](const Linear& l, const float* Y, int64_t rows) {
+    if (l.name != name) return;
+    for (int64_t i = 0; i < rows * l.out; ++i) signal += double(Y[i]) * Y[i];
+  };
+  vit_predict(*a, preprocess_batch(ds, idx, a->cfg), 0, &h);
+  const double exact = 10 * std::log10(signal / noise), analytic = 10 * std::log10(signal / expected_noise);
+  const LayerSqnr* got = nullptr;
+  for (const LayerSqnr& l : r.layers) {
+    if (l.name == name) got = &l;
+    if (!got) {
+      EXPECT_EQ(l.db(), INFINITY) << l.name << " comes before the perturbed layer";
+    }
+  }
+  ASSERT_NE(got, nullptr);
+  EXPECT_NEAR(got->db(), exact, 0.01);
+  EXPECT_NEAR(got->db(), analytic, 1.0);
+  EXPECT_TRUE(std::isfinite(r.layers.back().db()));  // the head sees the error carried on
+  std::printf("fc2 of block 0 + N(0, %.2g^2): SQNR %.3f dB (exact %.3f, expected from sigma %.3f); head %.2f dB\n",
+              sigma, got->db(), exact, analytic, r.layers.back().db());
+}
+
+TEST(CompareSqnr, Quantize8OnTheShippedModel) {
+  VITKIT_REQUIRE_FILE(test::fashion_mnist_dir());
+  const std::string model = test::source_dir() + "/models/vit-tiny-fmnist.safetensors";
+  VITKIT_REQUIRE_FILE(model);
+  test::CliResult r =
+      test::run_cli("analyze compare " + model + " quantize:bits=8 --data fashion-mnist --limit 100 --json -q");
+  ASSERT_EQ(r.code, 0) << r.err;
+  const nlohmann::json j = json_of(r);
+  ASSERT_EQ(j["layers"].size(), 26u);
+  std::map<std::string, std::pair<double, double>> kinds;  // min, max dB
+  for (const auto& l : j["layers"]) {
+    ASSERT_FALSE(l["sqnr_db"].is_null()) << l["name"];
+    const double db = l["sqnr_db"].get<double>();
+    EXPECT_GT(db, 30.0) << l["name"];
+    EXPECT_LT(db, 50.0) << l["name"];
+    EXPECT_EQ(l["identical"], false);
+    auto [it, fresh] = kinds.try_emplace(l["kind"].get<std::string>(), db, db);
+    if (!fresh) it->second = {std::min(it->second.first, db), std::max(it->second.second, db)};
+  }
+  std::printf("vit-tiny-fmnist, quantize:bits=8, 100 test images, SQNR dB per kind (min..max):");
+  for (auto& [k, mm] : kinds) std::printf(" %s %.1f..%.1f", k.c_str(), mm.first, mm.second);
+  std::printf("\n");
+  // Text with --layers: every layer.
+  r = test::run_cli("analyze compare " + model + " quantize:bits=8 --data fashion-mnist --limit 20 --layers -q");
+  ASSERT_EQ(r.code, 0) << r.err;
+  for (const char* s : {"SQNR", "layer kind", "encoder.layers.encoder_layer_5.mlp.3", "heads.head"}) EXPECT_HAS(r.out, s);
+  // compress --data prints it in its summary, and its JSON has the layers.
+  const std::string q = test::temp_dir() + "/q8.safetensors";
+  r = test::run_cli("compress " + model + " --pass quantize:bits=8 -o " + q + " --data fashion-mnist --compare-limit 20 -q");
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_HAS(r.out, "layer output SQNR, lowest per kind: patch ");
+  r = test::run_cli("compress " + model + " --pass quantize:bits=8 -o " + q +
+                    " --data fashion-mnist --compare-limit 20 -q --json");
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_EQ(json_of(r)["compare"]["layers"].size(), 26u);
 }

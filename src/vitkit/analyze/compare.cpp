@@ -3,10 +3,16 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <cstring>
+#include <exception>
+#include <map>
 #include <numeric>
+
+#include <omp.h>
 
 #include "vitkit/core/error.h"
 #include "vitkit/core/progress.h"
+#include "vitkit/core/threads.h"
 #include "vitkit/io/preprocess.h"
 #include "vitkit/model/forward.h"
 #include "vitkit/report/table.h"
@@ -84,7 +90,143 @@ bool same_input(const ViTConfig& a, const ViTConfig& b) {
          a.pre.interpolation == b.pre.interpolation;
 }
 
+// Per-layer SQNR of B's outputs against A's (LayerSqnr). The images are split
+// between the threads (as vit_infer's per-image mode: each thread runs whole
+// sub-batches with every op on itself, so hooks need no locks and no op waits
+// at a barrier); each thread, chunk by chunk, runs A with its layers' outputs
+// kept, then B, whose outputs are compared as they come, into its own sums.
+class SqnrRun {
+ public:
+  SqnrRun(const ViT& a, const ViT& b) : a_(a), b_(b) {
+    int64_t per_image = 0;  // bytes of A's kept outputs per image
+    for (const Linear* la : a.linears()) {
+      const Linear* lb = find(b, la->name);
+      if (!lb || lb->out != la->out) continue;
+      slot_a_[la] = slot_b_[lb] = layers_.size();
+      LayerSqnr s;
+      s.name = la->name;
+      s.kind = to_string(la->kind);
+      s.block = la->block;
+      layers_.push_back(s);
+      per_image += rows_per_image(a.cfg, *la) * la->out * int64_t(sizeof(float));
+    }
+    per_image_bytes_ = std::max<int64_t>(1, per_image);
+  }
+
+  // logits_a, logits_b (n, classes) of images xa, xb (n, C, S, S), each
+  // preprocessed for its model; the layers' sums grow.
+  void run(const Tensor& xa, const Tensor& xb, float* logits_a, float* logits_b) {
+    const int64_t n = xa.dim(0);
+    const int nt = int(std::clamp<int64_t>(omp_in_parallel() ? 1 : num_threads(), 1, n));
+    if (int(workers_.size()) < nt) workers_.resize(size_t(nt));
+    // Thread t's chunks: at most kSqnrChunkBytes of kept outputs over all threads.
+    const int64_t chunk = std::max<int64_t>(1, kSqnrChunkBytes / per_image_bytes_ / nt);
+    std::exception_ptr error;
+#pragma omp parallel num_threads(nt)
+    {
+      const int t = omp_get_thread_num(), k = omp_get_num_threads();
+      const int64_t i0 = n * t / k, i1 = n * (t + 1) / k;
+      try {
+        Worker& w = workers_[size_t(t)];
+        w.reset(layers_.size());
+        for (int64_t i = i0; i < i1; i += chunk) run_chunk(w, xa, xb, i, std::min(i + chunk, i1), logits_a, logits_b);
+      } catch (...) {
+#pragma omp critical(sqnr_run_error)
+        if (!error) error = std::current_exception();
+      }
+    }
+    if (error) std::rethrow_exception(error);
+    for (Worker& w : workers_)
+      for (size_t s = 0; s < layers_.size() && s < w.sig.size(); ++s) {
+        layers_[s].signal += w.sig[s];
+        layers_[s].noise += w.noise[s];
+        layers_[s].values += w.values[s];
+        w.sig[s] = w.noise[s] = 0;
+        w.values[s] = 0;
+      }
+  }
+  const std::vector<LayerSqnr>& layers() const { return layers_; }
+
+ private:
+  // One thread's activations, A's kept outputs of its chunk, and its sums, per layer slot.
+  struct Worker {
+    Acts acts_a, acts_b;
+    std::vector<std::vector<float>> kept;
+    std::vector<size_t> cursor;
+    std::vector<double> sig, noise;
+    std::vector<int64_t> values;
+    void reset(size_t slots) {
+      kept.resize(slots);
+      cursor.resize(slots);
+      sig.assign(slots, 0);
+      noise.assign(slots, 0);
+      values.assign(slots, 0);
+    }
+  };
+
+  static const Linear* find(const ViT& m, const std::string& name) {
+    for (const Linear* l : m.linears())
+      if (l->name == name) return l;
+    return nullptr;
+  }
+  // Rows a layer runs on per image with hooks set (every block on every token).
+  static int64_t rows_per_image(const ViTConfig& c, const Linear& l) {
+    if (l.kind == LayerKind::Patch) return c.patches();
+    if (l.kind == LayerKind::Head) return 1;
+    return c.tokens();
+  }
+
+  // Images [i0, i1): A with its outputs kept, then B compared.
+  void run_chunk(Worker& w, const Tensor& xa, const Tensor& xb, int64_t i0, int64_t i1, float* logits_a,
+                 float* logits_b) const {
+    const int64_t C = a_.cfg.classes;
+    for (size_t s = 0; s < w.kept.size(); ++s) w.kept[s].clear(), w.cursor[s] = 0;
+    ForwardHooks keep, cmp;
+    keep.on_linear_output = [this, &w](const Linear& l, const float* Y, int64_t rows) {
+      auto it = slot_a_.find(&l);
+      if (it != slot_a_.end()) w.kept[it->second].insert(w.kept[it->second].end(), Y, Y + rows * l.out);
+    };
+    cmp.on_linear_output = [this, &w](const Linear& l, const float* Y, int64_t rows) {
+      auto it = slot_b_.find(&l);
+      if (it != slot_b_.end()) compare(w, it->second, Y, rows * l.out);
+    };
+    const Tensor la = vit_predict(a_, xa.slice(i0, i1), w.acts_a, 0, &keep);
+    const Tensor lb = vit_predict(b_, xb.slice(i0, i1), w.acts_b, 0, &cmp);
+    std::memcpy(logits_a + i0 * C, la.f32(), sizeof(float) * size_t((i1 - i0) * C));
+    std::memcpy(logits_b + i0 * C, lb.f32(), sizeof(float) * size_t((i1 - i0) * C));
+  }
+
+  // B's next n output values of layer slot s against A's.
+  void compare(Worker& w, size_t s, const float* yb, int64_t n) const {
+    const std::vector<float>& ya = w.kept[s];
+    check(w.cursor[s] + size_t(n) <= ya.size(), "compare: layer ", layers_[s].name, " of B gives more values than A's");
+    const float* a = ya.data() + w.cursor[s];
+    double sig = 0, noise = 0;
+    for (int64_t i = 0; i < n; ++i) {
+      const double d = double(a[i]) - double(yb[i]);
+      sig += double(a[i]) * double(a[i]);
+      noise += d * d;
+    }
+    w.sig[s] += sig;
+    w.noise[s] += noise;
+    w.values[s] += n;
+    w.cursor[s] += size_t(n);
+  }
+
+  const ViT &a_, &b_;
+  std::map<const Linear*, size_t> slot_a_, slot_b_;
+  std::vector<LayerSqnr> layers_;  // sums until compare_models divides them
+  std::vector<Worker> workers_;
+  int64_t per_image_bytes_ = 1;
+};
+
 }  // namespace
+
+double LayerSqnr::db() const {
+  if (!std::isfinite(signal) || !std::isfinite(noise)) return NAN;
+  if (noise == 0) return INFINITY;
+  return 10 * std::log10(signal / noise);
+}
 
 // ---- Accumulation ----------------------------------------------------------
 
@@ -172,6 +314,7 @@ CompareResult compare_models(const ViT& a, const ViT& b, const Dataset& ds, cons
   const int64_t N = o.limit > 0 ? std::min(o.limit, ds.size()) : ds.size();
   const bool shared_input = same_input(a.cfg, b.cfg);
   CompareAccumulator acc(C);
+  SqnrRun sqnr(a, b);
   Progress bar("compare", N);
   Acts acts_a, acts_b;  // one set per model for all batches
   std::vector<int> labels;
@@ -182,8 +325,16 @@ CompareResult compare_models(const ViT& a, const ViT& b, const Dataset& ds, cons
     labels.resize(n);
     for (int64_t k = 0; k < n; ++k) labels[k] = ds.label(i + k);
     const Tensor xa = preprocess_batch(ds, idx, a.cfg);
-    const Tensor la = vit_predict(a, xa, acts_a);
-    const Tensor lb = vit_predict(b, shared_input ? xa : preprocess_batch(ds, idx, b.cfg), acts_b);
+    const Tensor xb = shared_input ? xa : preprocess_batch(ds, idx, b.cfg);
+    Tensor la, lb;
+    if (o.layers) {
+      la = Tensor::empty({n, C});
+      lb = Tensor::empty({n, C});
+      sqnr.run(xa, xb, la.f32(), lb.f32());
+    } else {
+      la = vit_predict(a, xa, acts_a);
+      lb = vit_predict(b, xb, acts_b);
+    }
     acc.add(la.f32(), lb.f32(), labels.data(), n);
     if (o.progress) bar.update(i + n, "agreement " + pct(acc.agreement()));
   }
@@ -192,6 +343,11 @@ CompareResult compare_models(const ViT& a, const ViT& b, const Dataset& ds, cons
   const std::vector<std::string> names = ds.class_names();
   std::copy_n(names.begin(), std::min<size_t>(names.size(), r.class_names.size()), r.class_names.begin());
   r.data = ds.describe();
+  if (o.layers) {
+    r.layers = sqnr.layers();
+    for (LayerSqnr& l : r.layers)
+      if (l.values > 0) l.signal /= double(l.values), l.noise /= double(l.values);
+  }
   r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   return r;
 }
@@ -224,6 +380,18 @@ nlohmann::json CompareResult::to_json() const {
                   {"top1_b", per_class[c].top1_b},
                   {"diff_points", per_class[c].diff_points()}});
   j["per_class"] = pc;
+  nlohmann::json ls = nlohmann::json::array();
+  for (const LayerSqnr& l : layers) {
+    const double db = l.db();
+    ls.push_back({{"name", l.name},
+                  {"kind", l.kind},
+                  {"block", l.block},
+                  {"sqnr_db", std::isfinite(db) ? nlohmann::json(db) : nlohmann::json()},
+                  {"identical", db == INFINITY},
+                  {"signal_power", std::isfinite(l.signal) ? nlohmann::json(l.signal) : nlohmann::json()},
+                  {"noise_power", std::isfinite(l.noise) ? nlohmann::json(l.noise) : nlohmann::json()}});
+  }
+  j["layers"] = ls;
   j["seconds"] = seconds;
   return j;
 }
@@ -267,10 +435,54 @@ std::string class_table(const CompareResult& r) {
   return t.text();
 }
 
+std::string db_text(double db) {
+  if (std::isnan(db)) return "nan";
+  if (std::isinf(db)) return db > 0 ? "inf" : "-inf";
+  return fmt_fixed(db, 2);
+}
+
+// Layer kinds in first-seen order, each with its layers' SQNR sorted ascending (NaN last).
+std::vector<std::pair<std::string, std::vector<double>>> sqnr_by_kind(const std::vector<LayerSqnr>& layers) {
+  std::vector<std::pair<std::string, std::vector<double>>> v;
+  for (const LayerSqnr& l : layers) {
+    auto it = std::find_if(v.begin(), v.end(), [&](auto& p) { return p.first == l.kind; });
+    if (it == v.end()) {
+      v.emplace_back(l.kind, std::vector<double>{});
+      it = v.end() - 1;
+    }
+    it->second.push_back(l.db());
+  }
+  for (auto& [kind, dbs] : v)
+    std::sort(dbs.begin(), dbs.end(), [](double x, double y) { return std::isnan(y) ? !std::isnan(x) : x < y; });
+  return v;
+}
+
+std::string kind_table(const CompareResult& r) {
+  Table t({"layer kind", "layers", "SQNR min", "median", "max"});
+  t.right_align({1, 2, 3, 4});
+  for (const auto& [kind, dbs] : sqnr_by_kind(r.layers))
+    t.add({kind, std::to_string(dbs.size()), db_text(dbs.front()), db_text(dbs[(dbs.size() - 1) / 2]),
+           db_text(dbs.back())});
+  return t.text();
+}
+
 }  // namespace
 
 std::string CompareResult::text() const {
-  return accuracy_table(*this) + "(B - A in points)\n\n" + agreement_lines(*this) + "\n" + class_table(*this);
+  std::string s = accuracy_table(*this) + "(B - A in points)\n\n" + agreement_lines(*this) + "\n" + class_table(*this);
+  if (!layers.empty())
+    s += "\nSQNR of the layers' outputs, 10 log10(sum y_A^2 / sum (y_A - y_B)^2) in dB, per layer kind (B's layers "
+         "fed B's own inputs: the error accumulated so far; inf: identical; --layers for each layer)\n" +
+         kind_table(*this);
+  return s;
+}
+
+std::string CompareResult::layers_text() const {
+  Table t({"layer", "kind", "block", "SQNR dB"});
+  t.right_align({2, 3});
+  for (const LayerSqnr& l : layers)
+    t.add({l.name, l.kind, l.block >= 0 ? std::to_string(l.block) : "-", db_text(l.db())});
+  return t.text();
 }
 
 std::string compare_summary(const CompareResult& r) {
@@ -282,6 +494,14 @@ std::string compare_summary(const CompareResult& r) {
   if (r.finite_images > 0)
     s += cat("; KL(A||B) per image: mean ", fmt_si(r.kl.mean), ", p99 ", fmt_si(r.kl.p99), ", max ",
              fmt_si(r.kl.max), "; largest logit difference ", fmt_si(r.max_abs_diff));
+  if (!r.layers.empty()) {
+    s += "; layer output SQNR, lowest per kind:";
+    bool first = true;
+    for (const auto& [kind, dbs] : sqnr_by_kind(r.layers)) {
+      s += cat(first ? " " : ", ", kind, " ", db_text(dbs.front()), " dB");
+      first = false;
+    }
+  }
   const int64_t bad = r.nonfinite_a + r.nonfinite_b;
   if (bad > 0) s += cat("; ", fmt_int(bad), " image row(s) with NaN or infinite logits (A ", r.nonfinite_a, ", B ",
                         r.nonfinite_b, ")");

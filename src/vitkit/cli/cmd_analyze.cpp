@@ -4,7 +4,11 @@
 //         accuracy lost and percentage hits counted exactly (docs/reuse.md).
 //   compare A [B] --data D [--pass SPEC ...] [--limit N] [--json]: B (a model
 //         file, or A with compression passes applied) against its reference A:
-//         top-1/top-5 of both, agreement, KL(A||B), per class (analyze/compare.h).
+//         top-1/top-5 of both, agreement, KL(A||B), per class, per-layer SQNR
+//         (analyze/compare.h).
+//   stats MODEL --data D [--images N] [--split S] [--json] [--svg FILE] [--csv FILE]:
+//         distributions of every weight, layer input and output, layer-norm
+//         output and attention probability tensor (analyze/stats.h).
 #include <algorithm>
 #include <cstdio>
 #include <numeric>
@@ -13,6 +17,7 @@
 #include "common.h"
 #include "vitkit/analyze/compare.h"
 #include "vitkit/analyze/reuse.h"
+#include "vitkit/analyze/stats.h"
 #include "vitkit/compress/pass.h"
 #include "vitkit/core/error.h"
 #include "vitkit/core/file.h"
@@ -297,6 +302,7 @@ struct CompareCliOpts {
   std::string a, b, data, split = "test";
   std::vector<std::string> passes;
   int64_t limit = 0, batch = 256;
+  bool layers = false, no_layers = false;
   LoadOptions load;
   CommonOpts common;
 };
@@ -352,6 +358,8 @@ void run_compare(const CompareCliOpts& o) {
   co.limit = o.limit;
   co.batch = o.batch;
   co.progress = !o.common.quiet;
+  co.layers = !o.no_layers;
+  if (o.layers && o.no_layers) throw UsageError("give --layers or --no-layers, not both");
   co.name_a = "A (" + o.a + ")";
   co.name_b = "B (" + b_desc + ")";
   const CompareResult r = compare_models(*a, *b, *ds, co);
@@ -369,6 +377,7 @@ void run_compare(const CompareCliOpts& o) {
   std::printf("B          %s%s\n", b_desc.c_str(), records.empty() ? "" : " (passes applied to A)");
   std::printf("data       %s, %lld images\n\n", ds->describe().c_str(), (long long)r.images);
   std::fputs(r.text().c_str(), stdout);
+  if (o.layers) std::printf("\n%s", r.layers_text().c_str());
 }
 
 void add_compare(CLI::App* analyze) {
@@ -387,25 +396,116 @@ void add_compare(CLI::App* analyze) {
   cmd->add_option("--batch", o->batch, "Images per forward pass")->check(CLI::PositiveNumber);
   cmd->add_option("--pass", o->passes, "B = A with NAME:key=value,... applied (repeatable; in order)")
       ->allow_extra_args(false);
+  cmd->add_flag("--layers", o->layers, "Print the SQNR of every layer (JSON always has them)");
+  cmd->add_flag("--no-layers", o->no_layers, "Skip the per-layer SQNR (the models then run without hooks)");
   add_model_opts(cmd, o->load);
   add_common(cmd, o->common);
   cmd->footer(
       "B - A differences are in points. Agreement: share of images where B's argmax equals A's. KL(A||B): per "
       "image, sum_c p_A (log p_A - log p_B) of the softmaxes, in double; mean, median, p99, max over images.\n"
       "Images whose logits hold NaN or infinities count as misses and disagreements and are reported.\n"
+      "SQNR per linear layer (present in both, same output width): 10 log10(sum y_A^2 / sum (y_A - y_B)^2) of "
+      "its output (after its fused activation: fc1's after GELU; without the residual) on the same images, each "
+      "model fed its own inputs, so B's error is the one accumulated up to that layer. \"inf\" when identical; "
+      "JSON layers[].sqnr_db is null then, with identical: true.\n"
       "The model options (--preset, --config, --arch, --map) describe A; B is read as a vitkit file (as written "
       "by vitkit compress) or a preset.\n\n" +
       passes_help());
   cmd->callback([o] { run_compare(*o); });
 }
 
+// ---------------------------------------------------------------- stats
+
+struct StatsCliOpts {
+  std::string model, data, split = "test", svg, csv;
+  int64_t images = 256;
+  StatsOptions stats;
+  LoadOptions load;
+  CommonOpts common;
+};
+
+void print_stats_text(const StatsResult& r, const StatsCliOpts& o, const ViT& m) {
+  std::printf("model      %s (%s, %s)\n", o.model.c_str(), m.cfg.name.c_str(), model_precision(m).c_str());
+  std::printf("data       %s, %lld images (balanced over classes)\n\n", r.data.c_str(), (long long)r.images);
+  std::fputs(r.text().c_str(), stdout);
+  std::string with;
+  for (const TensorStats& t : r.tensors)
+    if (!t.outlier_channels.empty()) with += "  " + t.name + ": " + std::to_string(t.outlier_channels.size()) + "\n";
+  if (!with.empty()) std::printf("\nTensors with outlier channels (count):\n%s", with.c_str());
+  if (!o.csv.empty()) std::printf("\ncsv        %s\n", o.csv.c_str());
+  if (!o.svg.empty()) std::printf("svg        %s\n", o.svg.c_str());
+}
+
+void run_stats(const StatsCliOpts& o) {
+  apply_common(o.common);
+  if (o.images < 1) throw UsageError(cat("--images: ", o.images, " must be >= 1"));
+  if (o.stats.bins < 1 || 2048 % o.stats.bins != 0)
+    throw UsageError(cat("--bins: ", o.stats.bins, " must divide 2048 (e.g. 64, 128, 256)"));
+  if (!(o.stats.outlier_ratio > 0)) throw UsageError(cat("--outlier-ratio: ", o.stats.outlier_ratio, " must be > 0"));
+  auto model = load_model(o.model, o.load);
+  PassContext ctx;  // the calibration set: balanced over classes, as compress's
+  load_calibration(ctx, *model, o.data, o.split, o.images);
+  if (!o.common.quiet) std::fprintf(stderr, "data: %lld images of %s\n", (long long)ctx.calib.dim(0),
+                                    ctx.calib_source.c_str());
+  pack_linears_for_inference(*model);  // inference only; plain_weight reads any representation
+  StatsOptions so = o.stats;
+  so.progress = !o.common.quiet;
+  StatsResult r = model_stats(*model, ctx.calib, so);
+  r.data = ctx.calib_source;
+  if (!o.csv.empty()) write_text_atomic(o.csv, r.csv());
+  if (!o.svg.empty()) write_text_atomic(o.svg, r.svg(model->cfg.name));
+  if (o.common.json) {
+    nlohmann::json j = r.to_json();
+    j["model"] = o.model;
+    j["split"] = o.split;
+    j["precision"] = model_precision(*model);
+    j["threads"] = num_threads();
+    print_json(j);
+    return;
+  }
+  print_stats_text(r, o, *model);
+}
+
+void add_stats(CLI::App* analyze) {
+  auto o = std::make_shared<StatsCliOpts>();
+  CLI::App* cmd = analyze->add_subcommand(
+      "stats", "Distributions of weights, layer inputs/outputs, layer norms and attention probabilities");
+  cmd->add_option("model", o->model, "Model file (.safetensors, .pth; any representation) or preset")->required();
+  cmd->add_option("--data", o->data, "fashion-mnist, mnist, cifar10, or a folder (IDX, CIFAR-10 binary, images)")
+      ->required();
+  cmd->add_option("--split", o->split, "train or test")->check(CLI::IsMember({"train", "test"}));
+  cmd->add_option("--images", o->images, "Images to run (the first of the split in class-balanced order; default 256)");
+  cmd->add_option("--batch", o->stats.batch, "Images per forward pass")->check(CLI::PositiveNumber);
+  cmd->add_option("--bins", o->stats.bins, "Histogram bins in the JSON (a divisor of 2048; default 128)");
+  cmd->add_option("--outlier-ratio", o->stats.outlier_ratio,
+                  "Outlier channel: per-channel max |x| above this many times the median channel's (default 10)");
+  cmd->add_option("--svg", o->svg, "Write histograms per tensor kind (one panel per role and layer kind, a line per "
+                                   "block) to FILE");
+  cmd->add_option("--csv", o->csv, "Write one CSV row per tensor to FILE");
+  add_model_opts(cmd, o->load);
+  add_common(cmd, o->common);
+  cmd->footer(
+      "Tensors: per linear layer its weight (repr->plain_weight: dequantized for compressed models; channel = "
+      "output row), input X (channel = input feature) and output act(X W^T + b) without the residual (channel = "
+      "output feature; fc1's output is after GELU, the same values as fc2's input); per block ln_1 and ln_2 "
+      "outputs (pre-norm: the same values as qkv's and fc1's inputs) and the attention probabilities "
+      "softmax(q k^T / sqrt(head_dim)) recomputed from the qkv the forward makes (channel = head); the final "
+      "norm encoder.ln. Values: every token of every image.\n"
+      "Per tensor: min, max, mean, sigma, the share outside mean -+ k sigma (k = 1, 2, 3; exact), percentiles "
+      "0.01 0.1 1 99 99.9 99.99 from a 2048-bin histogram over [min, max] with linear interpolation within the "
+      "bin (so within one bin width, JSON percentile_error, of the exact values), the histogram (--bins) and the "
+      "outlier channels (indices). Two passes over the images (moments, then histograms).");
+  cmd->callback([o] { run_stats(*o); });
+}
+
 }  // namespace
 
 void register_analyze(CLI::App& app) {
-  CLI::App* analyze = app.add_subcommand("analyze", "Studies of a model (reuse, compare)");
+  CLI::App* analyze = app.add_subcommand("analyze", "Studies of a model (reuse, compare, stats)");
   analyze->require_subcommand(1);
   add_reuse(analyze);
   add_compare(analyze);
+  add_stats(analyze);
 }
 
 }  // namespace vitkit::cli

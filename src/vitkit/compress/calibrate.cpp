@@ -75,6 +75,22 @@ void ActivationStats::add_histogram(const float* x, int64_t n) {
   }
 }
 
+double ActivationStats::quantile(double q) const {
+  const std::vector<double>& h = hist_;
+  double total = 0;
+  for (double c : h) total += c;
+  const double target = q * total, w = bin_width();
+  double acc = 0;
+  for (size_t i = 0; i < h.size(); ++i) {
+    if (acc + h[i] >= target) {
+      const double f = h[i] > 0 ? (target - acc) / h[i] : 0;
+      return min_ + w * (double(i) + f);
+    }
+    acc += h[i];
+  }
+  return max_;
+}
+
 QuantRange range_params(double lo, double hi, int bits) {
   lo = std::min(lo, 0.0);
   hi = std::max(hi, 0.0);
@@ -90,23 +106,6 @@ QuantRange range_params(double lo, double hi, int bits) {
 }
 
 namespace {
-
-// The value below which a fraction q of the histogram's mass lies (linear within a bin).
-double histogram_quantile(const ActivationStats& s, double q) {
-  const std::vector<double>& h = s.histogram();
-  double total = 0;
-  for (double c : h) total += c;
-  const double target = q * total, w = (s.max() - s.min()) / double(h.size());
-  double acc = 0;
-  for (size_t i = 0; i < h.size(); ++i) {
-    if (acc + h[i] >= target) {
-      const double f = h[i] > 0 ? (target - acc) / h[i] : 0;
-      return s.min() + w * (double(i) + f);
-    }
-    acc += h[i];
-  }
-  return s.max();
-}
 
 // Mean squared error of quantizing the histogram's values to b bits over [lo, hi].
 double quant_mse(const ActivationStats& s, double lo, double hi, int bits) {
@@ -212,7 +211,7 @@ QuantRange calibrate(const ActivationStats& s, const Calibrator& c, int bits) {
     case Calibrator::Kind::Percentile: {
       check(!s.histogram().empty(), "calibration: percentile needs the histogram pass");
       const double q = c.param / 100.0;
-      return range_params(histogram_quantile(s, 1.0 - q), histogram_quantile(s, q), bits);
+      return range_params(s.quantile(1.0 - q), s.quantile(q), bits);
     }
     case Calibrator::Kind::Mse:
       check(!s.histogram().empty(), "calibration: mse needs the histogram pass");

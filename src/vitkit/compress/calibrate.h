@@ -52,8 +52,13 @@ class ActivationStats {
   const std::vector<double>& histogram() const { return hist_; }
   // |x| in kBins bins of width abs_max() / kBins (bin i: [i w, (i + 1) w), the last closed).
   const std::vector<double>& abs_histogram() const { return abs_hist_; }
-  // The bin's centre.
+  // The bin's centre, and the bins' width ((max - min) / kBins).
   double bin_value(int i) const;
+  double bin_width() const { return (max_ - min_) / double(kBins); }
+  // After pass 2: the value below which a fraction q in [0, 1] of the
+  // histogram's mass lies, interpolated linearly within its bin (so within
+  // one bin width of the values around that rank).
+  double quantile(double q) const;
 
  private:
   int64_t n_ = 0;

@@ -4,6 +4,7 @@
 #include <cstring>
 #include <exception>
 #include <string>
+#include <vector>
 
 #include <omp.h>
 
@@ -77,12 +78,37 @@ void Acts::plan(const ViTConfig& c, int64_t B, bool train) {
 //   x (B,T,D) -> ln1 -> qkv (B,T,3D) -> attention (B,T,D) -> out_proj, + x = mid
 //   mid -> ln2 -> fc1 (B,T,M) -> act -> fc2 (B,T,D), + mid = out
 // Post-norm (nn.TransformerEncoderLayer): mid = ln1(x + attn(x)), out = ln2(mid + mlp(mid)).
-// linear_apply, shown to the hooks first.
+// linear_apply, its input shown to on_linear first and its output (without
+// the residual it accumulates into) to on_linear_output after, unless
+// output_hook is false (the caller shows it: training's separate activation).
+// Accumulation is used without an activation only.
 static void lin(const ViT& m, const ForwardHooks* hooks, const Linear& l, const float* X, float* Y, int64_t M,
-                Activation act = Activation::None, bool accumulate = false) {
+                Activation act = Activation::None, bool accumulate = false, bool output_hook = true) {
   if (hooks && hooks->on_linear) hooks->on_linear(l, X, M);
   (void)m;
-  linear_apply(l, X, Y, M, act, accumulate);
+  if (!output_hook || !hooks || !hooks->on_linear_output) {
+    linear_apply(l, X, Y, M, act, accumulate);
+    return;
+  }
+  if (!accumulate) {
+    linear_apply(l, X, Y, M, act, false);
+    hooks->on_linear_output(l, Y, M);
+    return;
+  }
+  // Y (M, out) += X W^T + b: the hook sees Y after - Y before, so that the
+  // forward runs exactly as without it.
+  thread_local std::vector<float> before, own;
+  const size_t n = size_t(M) * size_t(l.out);
+  before.assign(Y, Y + n);
+  linear_apply(l, X, Y, M, act, true);
+  own.resize(n);
+  for (size_t i = 0; i < n; ++i) own[i] = Y[i] - before[i];
+  hooks->on_linear_output(l, own.data(), M);
+}
+
+// A layer norm's output Y (rows, D) shown to on_norm.
+static void norm_hook(const ForwardHooks* hooks, int block, int which, const float* Y, int64_t rows) {
+  if (hooks && hooks->on_norm) hooks->on_norm(block, which, Y, rows);
 }
 
 // Inference, pre-norm, class-token pooling: after the last block only the
@@ -129,6 +155,7 @@ static void block_forward(const ViT& m, int l, Acts& a, const ForwardHooks* hook
     VK_PROF("fwd.layernorm");
     kernels::layernorm_forward(x, P(blk.ln1.w), P(blk.ln1.b), a.ln1(l), a.ln1_mean(l), a.ln1_rstd(l), BT, D, eps);
     attn_in = a.ln1(l);
+    norm_hook(hooks, l, 1, attn_in, BT);
   }
   lin(m, hooks, blk.qkv, attn_in, a.qkv(l), BT);
   const bool cls_only = !train && !hooks && pre && l == c.depth - 1 && c.pool == Pooling::Cls && c.class_token && T >= 3;
@@ -167,6 +194,7 @@ static void block_forward(const ViT& m, int l, Acts& a, const ForwardHooks* hook
     float* dst = train ? a.ln1(l) : mid;
     kernels::layernorm_forward(mid, P(blk.ln1.w), P(blk.ln1.b), dst, a.ln1_mean(l), a.ln1_rstd(l), BT, D, eps);
     mid = dst;
+    norm_hook(hooks, l, 1, mid, BT);
   }
 
   // out = mid + fc2(act(fc1(ln2(mid))))   [post-norm: fc1 reads mid, then out = ln2(out)]
@@ -175,11 +203,15 @@ static void block_forward(const ViT& m, int l, Acts& a, const ForwardHooks* hook
     VK_PROF("fwd.layernorm");
     kernels::layernorm_forward(mid, P(blk.ln2.w), P(blk.ln2.b), a.ln2(l), a.ln2_mean(l), a.ln2_rstd(l), BT, D, eps);
     mlp_in = a.ln2(l);
+    norm_hook(hooks, l, 2, mlp_in, BT);
   }
   if (train) {
-    lin(m, hooks, blk.fc1, mlp_in, a.fc1(l), BT);
-    VK_PROF("fwd.act");
-    kernels::act_forward(c.act, a.fc1(l), a.fc1_act(l), BT * M);
+    lin(m, hooks, blk.fc1, mlp_in, a.fc1(l), BT, Activation::None, false, /*output_hook=*/false);
+    {
+      VK_PROF("fwd.act");
+      kernels::act_forward(c.act, a.fc1(l), a.fc1_act(l), BT * M);
+    }
+    if (hooks && hooks->on_linear_output) hooks->on_linear_output(blk.fc1, a.fc1_act(l), BT);
     if (a.dropout()) kernels::dropout_forward(a.fc1_act(l), a.mask_act(l), BT * M, c.dropout, a.dropout_seed, 2 + 4 * l);
   } else {
     lin(m, hooks, blk.fc1, mlp_in, a.fc1(l), BT, c.act);
@@ -194,9 +226,10 @@ static void block_forward(const ViT& m, int l, Acts& a, const ForwardHooks* hook
     lin(m, hooks, blk.fc2, a.fc1_act(l), sum2, BT, Activation::None, /*accumulate=*/true);
   }
   VK_PROF("fwd.layernorm");
-  if (!pre)
+  if (!pre) {
     kernels::layernorm_forward(sum2, P(blk.ln2.w), P(blk.ln2.b), out, a.ln2_mean(l), a.ln2_rstd(l), BT, D, eps);
-  else if (!train && out != sum2)
+    norm_hook(hooks, l, 2, out, BT);
+  } else if (!train && out != sum2)
     std::memcpy(out, sum2, sizeof(float) * BT * D);
 }
 
@@ -221,6 +254,7 @@ void vit_forward(const ViT& m, const float* images, int64_t B, Acts& a, const Fo
     kernels::layernorm_forward(enc, m.params.ptr(m.ln.w), m.params.ptr(m.ln.b), a.lnf(), a.lnf_mean(), a.lnf_rstd(),
                                BT, D, c.norm_eps);
     enc = a.lnf();
+    norm_hook(hooks, -1, 0, enc, BT);
   }
   pool_forward(c.pool, enc, a.pooled(), B, T, D, c.class_token);
   lin(m, hooks, m.head, a.pooled(), a.logits(), B);

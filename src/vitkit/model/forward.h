@@ -76,11 +76,27 @@ class Acts {
 };
 
 // Observers of a forward pass (analysis: activation statistics, reuse counts,
-// calibration). on_linear sees each linear layer's input X (rows, l.in) just
-// before the layer runs; on_attention sees each block's packed qkv (B, T, 3D).
+// calibration, per-layer error). Unset hooks cost one null check each.
+//   on_linear         each linear layer's input X (rows, l.in), just before it runs.
+//   on_linear_output  its output Y (rows, l.out) = act(X W^T + b), just after:
+//                     the layer's own output, after the activation fused into
+//                     it (Linear's definition). So fc1's output is *after* the
+//                     model's activation (GELU): exactly fc2's input (before
+//                     dropout in training). out_proj and fc2, which add into
+//                     the residual stream in inference, are shown
+//                     (stream + output) - stream: the output within half an ulp
+//                     of the sum (the forward itself is unchanged by the hook).
+//   on_attention      each block's packed qkv (B, T, 3 heads head_dim).
+//   on_norm           each layer norm's output (rows, D): block >= 0 and
+//                     which 1 (ln_1) or 2 (ln_2); block -1 for the final norm
+//                     (encoder.ln), which 0.
+// Any hook makes inference run every row of every block (no class-token-only
+// last block) and sub-batches one after the other.
 struct ForwardHooks {
   std::function<void(const Linear& l, const float* X, int64_t rows)> on_linear;
+  std::function<void(const Linear& l, const float* Y, int64_t rows)> on_linear_output;
   std::function<void(int block, const float* qkv, int64_t B)> on_attention;
+  std::function<void(int block, int which, const float* Y, int64_t rows)> on_norm;
 };
 
 // Runs the model on images (B, C, S, S), already preprocessed. The logits

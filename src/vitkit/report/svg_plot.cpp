@@ -83,7 +83,8 @@ struct Box {
   double x0, y0, x1, y1;
 };
 
-void panel(std::string& svg, const Plot& p, double ox, int width, int height, int& color_index) {
+// id: unique within the document (the clip path's).
+void panel(std::string& svg, const Plot& p, double ox, int width, int height, int& color_index, int id) {
   bool has_right = false;
   for (auto& s : p.series) has_right = has_right || s.right;
   for (auto& l : p.lines) has_right = has_right || l.right;
@@ -144,7 +145,7 @@ void panel(std::string& svg, const Plot& p, double ox, int width, int height, in
     svg += "<text transform=\"translate(" + num(ox + width - 12.0) + "," + num(my) +
            ") rotate(90)\" text-anchor=\"middle\">" + esc(p.y2.label) + "</text>\n";
   // Clip series to the plot area.
-  const std::string clip = "clip" + std::to_string(int(ox));
+  const std::string clip = "clip" + std::to_string(id);
   svg += "<clipPath id=\"" + clip + "\"><rect x=\"" + num(area.x0) + "\" y=\"" + num(area.y0) + "\" width=\"" +
          num(area.x1 - area.x0) + "\" height=\"" + num(area.y1 - area.y0) + "\"/></clipPath>\n";
   for (auto& l : p.lines) {
@@ -250,15 +251,25 @@ std::vector<double> plot_ticks(double lo, double hi, bool log, int target) {
 }
 
 std::string render_svg(const std::vector<Plot>& panels, int width, int height) {
-  const int total = width * int(std::max<size_t>(1, panels.size()));
+  return render_svg_grid(panels, int(std::max<size_t>(1, panels.size())), width, height);
+}
+
+std::string render_svg_grid(const std::vector<Plot>& panels, int columns, int width, int height) {
+  columns = std::max(1, columns);
+  const int n = int(std::max<size_t>(1, panels.size()));
+  const int cols = std::min(columns, n), rows = (n + cols - 1) / cols;
+  const int total_w = width * cols, total_h = height * rows;
   std::string svg = "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"" +
-                    std::to_string(total) + "\" height=\"" + std::to_string(height) + "\" viewBox=\"0 0 " +
-                    std::to_string(total) + " " + std::to_string(height) + "\">\n";
+                    std::to_string(total_w) + "\" height=\"" + std::to_string(total_h) + "\" viewBox=\"0 0 " +
+                    std::to_string(total_w) + " " + std::to_string(total_h) + "\">\n";
   svg += "<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n";
   int color = 0;
   for (size_t i = 0; i < panels.size(); ++i) {
     color = 0;
-    panel(svg, panels[i], double(i) * width, width, height, color);
+    const int row = int(i) / cols, col = int(i) % cols;
+    if (row > 0) svg += "<g transform=\"translate(0," + std::to_string(row * height) + ")\">\n";
+    panel(svg, panels[i], double(col) * width, width, height, color, int(i));
+    if (row > 0) svg += "</g>\n";
   }
   svg += "</svg>\n";
   return svg;

@@ -40,6 +40,8 @@ struct Plot {
 
 // An SVG document with the panels side by side, each width x height pixels.
 std::string render_svg(const std::vector<Plot>& panels, int width = 520, int height = 380);
+// The panels in rows of `columns` (>= 1), left to right, top to bottom.
+std::string render_svg_grid(const std::vector<Plot>& panels, int columns, int width = 520, int height = 380);
 
 // Tick positions for [lo, hi]: 1-2-5 steps (about `target` of them), or powers
 // of ten (with 2 and 5 between when the range is short) on a log axis.
