@@ -153,6 +153,42 @@ TEST(FixedPoint, FilesRoundTripAndRefuseTampering) {
   }
 }
 
+// Codes of 4 bits and fewer are stored two per byte (U8 (out, ceil(in / 2))),
+// signed ones as two's complement nibbles (-8 included, fixed point's most
+// negative code), an odd row's last byte half used; they load back exactly.
+TEST(FixedPoint, FourBitCodesTwoPerByte) {
+  const ViTConfig c = test::small_config(9, 3, 32, 1, 4, 64, 10, 3);  // patch layer: 27 inputs
+  for (const std::string spec : {"quantize:bits=4", "quantize:bits=3,sym=false", "quantize:bits=2,granularity=tensor",
+                                 "quantize:format=fixed,bits=4,frac=2,afrac=4"}) {
+    auto m = test::random_model(c, 35, 1.0f);
+    apply_pass(*m, spec);
+    const std::string path = test::temp_dir() + "/n.safetensors";
+    save_model(*m, path);
+    SafetensorsReader rd(path);
+    const StTensor* w = rd.find("conv_proj.weight");
+    ASSERT_NE(w, nullptr);
+    EXPECT_EQ(w->dtype, DType::U8) << spec;
+    EXPECT_EQ(w->shape, (Shape{32, 14})) << spec;
+    EXPECT_EQ(int64_t(w->end - w->begin), 32 * 14) << spec;
+    EXPECT_EQ(m->patch.repr->file_bytes(), int64_t(w->end - w->begin) + 4 * int64_t(int_of(m->patch).scales().numel()) *
+                                                (spec.find("sym=false") != std::string::npos ? 2 : 1) + 4 * 32)
+        << spec;
+    auto back = load_model(path);
+    int64_t negative8 = 0;
+    for (size_t i = 0; i < m->linears().size(); ++i) {
+      const Tensor a = int_of(*m->linears()[i]).codes(), b = int_of(*back->linears()[i]).codes();
+      EXPECT_TRUE(test::bit_equal(a, b)) << spec << " " << m->linears()[i]->name;
+      if (a.dtype() == DType::I8)
+        for (int64_t k = 0; k < a.numel(); ++k) negative8 += a.data<int8_t>()[k] == -8;
+    }
+    if (spec.find("fixed") != std::string::npos) {
+      EXPECT_GT(negative8, 0) << "no code -8 to pack";
+    }
+    const Tensor x = test::random_images(c, 3, 36);
+    EXPECT_TRUE(test::bit_equal(vit_predict(*m, x), vit_predict(*back, x))) << spec;
+  }
+}
+
 TEST(FixedPoint, BadSpecsAreClearErrors) {
   auto msg = [](const std::string& spec, const PassContext& ctx = {}) {
     auto m = model();

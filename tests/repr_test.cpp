@@ -238,9 +238,11 @@ bool same_bytes(const Tensor& a, const Tensor& b) {
   return a.dtype() == b.dtype() && a.numel() == b.numel() && std::memcmp(a.raw(), b.raw(), a.nbytes()) == 0;
 }
 
-// An int layer's codes' dtype (repr/int.h: I8 / U8 up to 8 bits, I16 where the
-// codes fit it, else I32) and its number of scales.
+// An int layer's codes' dtype in files (repr/int.h: 4 bits and fewer two per
+// byte as U8, I8 / U8 up to 8 bits, I16 where the codes fit it, else I32) and
+// its number of scales.
 DType int_code_dtype(const Expect& e) {
+  if (e.bits <= 4) return DType::U8;
   if (e.bits <= 8) return e.symmetric ? DType::I8 : DType::U8;
   return e.symmetric || e.bits <= 15 ? DType::I16 : DType::I32;
 }
@@ -250,12 +252,17 @@ int64_t int_scales(const Expect& e, const Linear& l) {
                                                       : int64_t(l.out) * (l.in / e.group);
 }
 
+// Bytes of an int layer's codes in a file.
+int64_t int_code_bytes(const Expect& e, const Linear& l) {
+  if (e.bits <= 4) return int64_t(l.out) * ((l.in + 1) / 2);
+  return int64_t(dtype_size(int_code_dtype(e))) * l.in * l.out;
+}
+
 // Bytes of a layer's weight tensors in a file: the weight (codes) and, for
 // int, its F32 scales and I32 zero points.
 int64_t weight_file_bytes(const Expect& e, const Linear& l) {
   const int64_t n = int64_t(l.in) * l.out;
-  if (e.kind == "int")
-    return int64_t(dtype_size(int_code_dtype(e))) * n + 4 * int_scales(e, l) * (e.symmetric ? 1 : 2);
+  if (e.kind == "int") return int_code_bytes(e, l) + 4 * int_scales(e, l) * (e.symmetric ? 1 : 2);
   return (e.kind == "bf16" || e.kind == "f16" ? 2 : e.kind == "round" ? 1 : 4) * n;
 }
 
@@ -649,12 +656,10 @@ TEST_P(ReprTest, SaveLoadRoundTripsExactly) {
     if (l.has_bias) { EXPECT_EQ(rd.find(l.bias_name)->dtype, DType::F32) << l.name; }
     weight_bytes += int64_t(w->end - w->begin);
     dense_weight_bytes += 4 * int64_t(l.in) * l.out;
-    // bf16/f16 half the bytes of f32, round at 2 decimals a quarter, int its codes' width.
-    const int64_t per = e.kind == "int"                     ? int64_t(dtype_size(int_code_dtype(e)))
-                        : e.kind == "bf16" || e.kind == "f16" ? 2
-                        : e.kind == "round"                   ? 1
-                                                              : 4;
-    EXPECT_EQ(int64_t(w->end - w->begin), per * l.in * l.out) << l.name;
+    // bf16/f16 half the bytes of f32, round at 2 decimals a quarter, int its codes' width
+    // (4 bits: two per byte).
+    const int64_t per = e.kind == "bf16" || e.kind == "f16" ? 2 : e.kind == "round" ? 1 : 4;
+    EXPECT_EQ(int64_t(w->end - w->begin), e.kind == "int" ? int_code_bytes(e, l) : per * l.in * l.out) << l.name;
     if (e.kind == "int") {  // the scales (F32) and zero points (I32) beside the codes
       const StTensor* sc = rd.find(l.tensor_name("weight_scale"));
       ASSERT_NE(sc, nullptr) << l.name;

@@ -60,10 +60,16 @@ void run_compress(const CompressOpts& o) {
     throw UsageError("give at least one --pass or --recipe (see vitkit compress --help)");
   std::vector<Recipe> recipes;
   for (const std::string& r : o.recipes) recipes.push_back(load_recipe(r));  // validated before any work
-  bool need_calib = passes_need_calibration(o.passes);  // validates every spec before any work
-  for (const Recipe& r : recipes) need_calib = need_calib || recipe_needs_calibration(r);
+  // Every spec validated before any work; those that need calibration images named.
+  std::vector<std::string> need;
+  for (const std::string& p : o.passes)
+    if (passes_need_calibration({p})) need.push_back("--pass " + p);
+  for (const Recipe& r : recipes)
+    if (recipe_needs_calibration(r)) need.push_back("--recipe " + r.path);
+  const bool need_calib = !need.empty();
   if (need_calib && o.data.empty())
-    throw UsageError("a pass needs calibration images: give --data DATASET (and --calib N, default 512)");
+    throw UsageError(cat(need[0], need.size() > 1 ? " (and others)" : "",
+                         " needs calibration images: give --data DATASET (and --calib N, default 512)"));
   // With --data, the output is compared with the model as it came (analyze
   // compare) on the test split: opened first, so that bad data fails before any work.
   std::unique_ptr<Dataset> test_split = o.data.empty() ? nullptr : open_dataset(o.data, "test");

@@ -49,7 +49,11 @@ QuantizeOptions options(const PassArgs& a) {
   if (act != "dynamic" && act != "static") throw UsageError(cat("quantize: act=", act, " is not dynamic or static"));
   o.static_inputs = act == "static";
   if (o.static_inputs && f.abits == 0) throw UsageError("quantize: act=static needs input bits (abits=0 keeps f32)");
-  o.calib = Calibrator::parse(a.text("calib"));
+  try {
+    o.calib = Calibrator::parse(a.text("calib"));
+  } catch (const UsageError& e) {
+    throw UsageError(cat("quantize: ", e.what()));
+  }
   if (a.given("layers")) o.layers = a.text("layers");
   const std::string format = a.text("format");
   if (format != "int" && format != "fixed") throw UsageError(cat("quantize: format=", format, " is not int or fixed"));

@@ -53,6 +53,7 @@ nlohmann::json IntFormat::to_json() const {
     j["in_scale"] = in_scale;
     j["in_zero"] = in_zero;
   }
+  if (bits <= 4) j["packing"] = "int4";  // files: two codes per byte
   if (fixed()) j["frac"] = frac;
   if (afrac >= 0) j["afrac"] = afrac;
   if (bias_frac >= 0) j["bias_frac"] = bias_frac;
@@ -111,6 +112,38 @@ static DType code_dtype(const IntFormat& f) {
   if (f.bits <= 8) return f.symmetric ? DType::I8 : DType::U8;
   // I16 holds symmetric codes to 16 bits (|q| <= 32767) and zero-point codes to 15 (q <= 32767).
   return f.symmetric || f.bits <= 15 ? DType::I16 : DType::I32;
+}
+
+// ---- 4-bit codes in files: two per byte --------------------------------------
+
+// Codes of 4 bits and fewer are stored two per byte along each row: element 2i
+// in the low nibble, 2i + 1 in the high one (an odd row's last high nibble 0);
+// signed codes as 4-bit two's complement. U8 (out, ceil(in / 2)).
+static Tensor pack_nibbles(const Tensor& codes, int in, int out) {
+  const int64_t w = (in + 1) / 2;
+  Tensor p = Tensor::empty({out, w}, DType::U8);
+  const uint8_t* c = static_cast<const uint8_t*>(codes.raw());  // I8 or U8: the low 4 bits are the nibble
+  uint8_t* d = p.data<uint8_t>();
+  for (int64_t r = 0; r < out; ++r)
+    for (int64_t i = 0; i < w; ++i) {
+      const uint8_t lo = c[r * in + 2 * i] & 0xF, hi = 2 * i + 1 < in ? c[r * in + 2 * i + 1] & 0xF : 0;
+      d[r * w + i] = uint8_t(lo | (hi << 4));
+    }
+  return p;
+}
+
+// The codes (out, in) back: I8 (sign-extended) when symmetric, else U8.
+static Tensor unpack_nibbles(const Tensor& p, int in, int out, bool symmetric) {
+  const int64_t w = (in + 1) / 2;
+  Tensor c = Tensor::empty({out, in}, symmetric ? DType::I8 : DType::U8);
+  const uint8_t* s = p.data<uint8_t>();
+  for (int64_t r = 0; r < out; ++r)
+    for (int64_t k = 0; k < in; ++k) {
+      const int v = (s[r * w + k / 2] >> (4 * (k % 2))) & 0xF;
+      if (symmetric) c.data<int8_t>()[r * in + k] = int8_t(v >= 8 ? v - 16 : v);
+      else c.data<uint8_t>()[r * in + k] = uint8_t(v);
+    }
+  return c;
 }
 
 static int64_t scale_count(const IntFormat& f, int in, int out) {
@@ -308,11 +341,19 @@ std::vector<ReprTensor> IntLinear::own_tensors() const {
 }
 
 std::vector<ReprTensor> IntLinear::stored() const {
-  std::vector<ReprTensor> v{{"weight", codes(), false, false, false, true},
+  const Tensor w = f_.bits <= 4 ? pack_nibbles(codes(), in_, out_) : codes();
+  std::vector<ReprTensor> v{{"weight", w, false, false, false, true},
                             {"weight_scale", scales_, false, false, false, true}};
   if (zeros_.defined()) v.push_back({"weight_zero", zeros_, false, false, false, true});
   add_bias(v);
   return v;
+}
+
+int64_t IntLinear::file_bytes() const {
+  const int64_t n = int64_t(in_) * out_;
+  const int64_t w = f_.bits <= 4 ? int64_t(out_) * ((in_ + 1) / 2) : n * int64_t(dtype_size(code_dtype(f_)));
+  return w + int64_t(scales_.nbytes()) + (zeros_.defined() ? int64_t(zeros_.nbytes()) : 0) +
+         (bias_.defined() ? int64_t(bias_.nbytes()) : 0);
 }
 
 int64_t IntLinear::resident_bytes() const {
@@ -334,7 +375,13 @@ std::unique_ptr<LinearRepr> load_int_linear(const ReprFile& f) {
   } catch (const Error& e) {
     fail(f.where, ": ", e.what());
   }
-  Tensor codes = read_checked(f, "weight", {code_dtype(fmt)}, weight_shapes(f)).reshape({f.out, f.in});
+  const std::string packing = f.meta.value("packing", "");
+  check(packing.empty() || (packing == "int4" && fmt.bits <= 4), f.where, ": packing '", packing,
+        "' is not int4 for codes of 4 bits and fewer");
+  Tensor codes = packing == "int4"
+                     ? unpack_nibbles(read_checked(f, "weight", {DType::U8}, {Shape{f.out, (f.in + 1) / 2}}), f.in,
+                                      f.out, fmt.symmetric)
+                     : read_checked(f, "weight", {code_dtype(fmt)}, weight_shapes(f)).reshape({f.out, f.in});
   const int64_t ns = scale_count(fmt, f.in, f.out);
   Tensor scales = read_checked(f, "weight_scale", {DType::F32}, {Shape{ns}});
   for (int64_t i = 0; i < ns; ++i)

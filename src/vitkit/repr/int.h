@@ -15,7 +15,8 @@
 // (kernels::linear, S8/U8 weights packed once); other widths through
 // kernels::linear_int_exact, the same formula evaluated exactly (bit-identical
 // to the kernels at 8 bits); abits = 0 multiplies the dequantized weight in f32.
-// Files: "weight" holds the codes (I8 or U8 up to 8 bits, I16 or I32 above),
+// Files: "weight" holds the codes (I8 or U8 up to 8 bits, I16 or I32 above;
+// 4 bits and fewer two per byte, U8 (out, ceil(in / 2)), metadata packing "int4"),
 // NAME.weight_scale the scales (F32), NAME.weight_zero the zero points (I32);
 // the widths, granularity and static input scale are the layer's metadata.
 // Trains through an f32 latent weight (quantization-aware training): the
@@ -69,6 +70,7 @@ class IntLinear : public SteRepr {
   nlohmann::json meta() const override { return f_.to_json(); }
   int64_t resident_bytes() const override;
   std::vector<ReprTensor> stored() const override;
+  int64_t file_bytes() const override;  // stored()'s bytes, without packing them
   const IntFormat& format() const { return f_; }
   // The codes (out, in): I8 / U8 (bits <= 8), I16 or I32 (unpacked from the kernels' layout when packed).
   Tensor codes() const;

@@ -104,7 +104,7 @@ class LinearRepr {
   virtual int64_t weight_params() const { return int64_t(in_) * out_; }
   virtual int64_t macs(int64_t M) const { return M * in_ * out_; }
   // Bytes in a model file (stored()) and in memory (tensors() and any own layout).
-  int64_t file_bytes() const;
+  virtual int64_t file_bytes() const;
   virtual int64_t resident_bytes() const;
 
   const float* bias() const { return bias_.defined() ? bias_.f32() : nullptr; }
