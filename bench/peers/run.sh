@@ -8,9 +8,10 @@
 #
 # usage: bench/peers/run.sh [--model M,...] [--batch B,...] [--threads T,...] [--precision P,...]
 #            [--rounds R] [--reps N] [--warmup N] [--runtimes vitkit,onnxruntime,pytorch,...] [--train]
-#   With none of --model/--batch/--threads/--precision: the default cases,
-#     vit_b_16 batch 1 threads 2 fp32, and fmnist batch 256 threads 2 fp32
+#   With none of --model/--batch/--threads: the default cases,
+#     vit_b_16 batch 1 threads 2, and fmnist batch 256 threads 2, in each --precision (default fp32)
 #     (--train: fmnist batch 128 threads 2 fp32, vitkit against PyTorch; see train_bench.sh).
+#     The int8 comparison: bench/peers/run.sh --precision fp32,int8 --runtimes vitkit,onnxruntime,pytorch-openblas
 #   Otherwise every combination, missing flags defaulting to: --model vit_b_16,fmnist --batch 1
 #     --threads 2 --precision fp32 (--train: --model fmnist --batch 128).
 #   M: a preset (random weights, seed 0, written by weights.py so all runtimes share them),
@@ -71,8 +72,12 @@ done
 
 # ---- cases -------------------------------------------------------------------
 cases=()  # "model batch threads precision"
-if [ -z "$models$batches$threads$precisions" ]; then
-  if [ $train = 1 ]; then cases=("fmnist 128 2 fp32"); else cases=("vit_b_16 1 2 fp32" "fmnist 256 2 fp32"); fi
+if [ -z "$models$batches$threads" ]; then
+  # the default cases, in each --precision (default fp32)
+  IFS=, read -ra ps <<< "${precisions:-fp32}"
+  for p in "${ps[@]}"; do
+    if [ $train = 1 ]; then cases+=("fmnist 128 2 $p"); else cases+=("vit_b_16 1 2 $p" "fmnist 256 2 $p"); fi
+  done
 else
   def_models=vit_b_16,fmnist def_batch=1
   [ $train = 1 ] && { def_models=fmnist; def_batch=128; }
