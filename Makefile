@@ -9,7 +9,7 @@ CMAKE_FLAGS ?=
 DEPS := cmake g++ make pkg-config git \
   libdnnl-dev libeigen3-dev liblapack-dev liblapacke-dev libtomlplusplus-dev nlohmann-json3-dev \
   libcli11-dev libstb-dev libjpeg-dev libzip-dev zlib1g-dev libgtest-dev libgmock-dev libbenchmark-dev \
-  python3 python3-torch python3-torchvision python3-numpy python3-pil dataset-fashion-mnist \
+  python3 python3-torch python3-torchvision python3-numpy python3-pil python3-onnx dataset-fashion-mnist \
   clang lld libclang-rt-14-dev
 
 .PHONY: all deps build demo test bench clean

@@ -8,9 +8,10 @@
 #
 # usage: bench/peers/run.sh [--model M,...] [--batch B,...] [--threads T,...] [--precision P,...]
 #            [--rounds R] [--reps N] [--warmup N] [--runtimes vitkit,onnxruntime,pytorch,...] [--train]
-#   With none of --model/--batch/--threads/--precision: the default cases,
-#     vit_b_16 batch 1 threads 2 fp32, and fmnist batch 256 threads 2 fp32
+#   With none of --model/--batch/--threads: the default cases,
+#     vit_b_16 batch 1 threads 2, and fmnist batch 256 threads 2, in each --precision (default fp32)
 #     (--train: fmnist batch 128 threads 2 fp32, vitkit against PyTorch; see train_bench.sh).
+#     The int8 comparison: bench/peers/run.sh --precision fp32,int8 --runtimes vitkit,onnxruntime,pytorch-openblas
 #   Otherwise every combination, missing flags defaulting to: --model vit_b_16,fmnist --batch 1
 #     --threads 2 --precision fp32 (--train: --model fmnist --batch 128).
 #   M: a preset (random weights, seed 0, written by weights.py so all runtimes share them),
@@ -21,15 +22,21 @@
 #     its .deb is unpacked under results/cache, nothing is installed). Default: all four
 #     (without pytorch-openblas when the .deb cannot be had); ONNX Runtime does no --train.
 # Environment: VITKIT (default build/vitkit), PYTHON (default /usr/bin/python3),
-#   VITKIT_ENV (extra environment for vitkit, e.g. "OMP_WAIT_POLICY=ACTIVE"; default none).
+#   VITKIT_ENV (extra environment for vitkit, e.g. "OMP_WAIT_POLICY=ACTIVE"; default none),
+#   TORCH_QENGINE (PyTorch's quantized engine for int8: onednn (default) or qnnpack).
 #   PyTorch runs with OMP_WAIT_POLICY=PASSIVE and torch.set_num_threads(T); ONNX Runtime with
 #   intraOpNumThreads=T, interOpNumThreads=1, all graph optimisations (its own spinning pool).
 #
-# Precisions: each runtime handles them in one place; adding one (int8) is an entry in each:
+# Precisions: each runtime handles them in one place; adding one is an entry in each:
 #   vitkit       src/vitkit/analyze/bench.cpp, precision_table()   (vitkit bench --precision P)
 #   onnxruntime  bench/peers/export_onnx.py, EXPORTS                (how the .onnx is made)
 #   pytorch      bench/peers/torch_bench.py, PRECISIONS             (torch_train_bench.py for --train)
 # A runtime that lacks a precision exits with status 3 and its column shows "n/a".
+# int8 (inference only): vitkit runs the file `vitkit compress FILE --pass quantize:bits=8`
+#   writes (cached; int8 weights per output channel, u8 activations per row, integer kernels);
+#   ONNX Runtime the fp32 export rewritten into its dynamic int8 ops (export_onnx.py: MatMulInteger,
+#   ConvInteger); PyTorch quantize_dynamic({nn.Linear}, qint8) on TORCH_QENGINE (default onednn:
+#   the MLP and the head only, see torch_bench.py). Needs python3-onnx for the ONNX side.
 #
 # Output: bench/peers/results/<time>/ (ignored by git): runs.tsv (every burst), raw/*.json,
 #   summary.md, summary.json; results/cache/ keeps weights, ONNX files and OpenBLAS.
@@ -65,8 +72,12 @@ done
 
 # ---- cases -------------------------------------------------------------------
 cases=()  # "model batch threads precision"
-if [ -z "$models$batches$threads$precisions" ]; then
-  if [ $train = 1 ]; then cases=("fmnist 128 2 fp32"); else cases=("vit_b_16 1 2 fp32" "fmnist 256 2 fp32"); fi
+if [ -z "$models$batches$threads" ]; then
+  # the default cases, in each --precision (default fp32)
+  IFS=, read -ra ps <<< "${precisions:-fp32}"
+  for p in "${ps[@]}"; do
+    if [ $train = 1 ]; then cases+=("fmnist 128 2 $p"); else cases+=("vit_b_16 1 2 $p" "fmnist 256 2 $p"); fi
+  done
 else
   def_models=vit_b_16,fmnist def_batch=1
   [ $train = 1 ] && { def_models=fmnist; def_batch=128; }
@@ -159,6 +170,18 @@ onnx_file() {
   echo "$o"
 }
 
+# vitkit's int8 model for weights $1: `vitkit compress $1 --pass quantize:bits=8`, cached
+# (made again when the weights or the vitkit binary are newer).
+int8_file() {
+  local f=$1
+  local o="$cache/$(basename "${f%.safetensors}")-int8.safetensors"
+  if [ ! -f "$o" ] || [ "$f" -nt "$o" ] || [ "$VITKIT" -nt "$o" ]; then
+    echo "run.sh: compressing $o" >&2
+    "$VITKIT" compress "$f" --pass quantize:bits=8 -o "$o" >"$o.log" 2>&1 || { cat "$o.log" >&2; die "vitkit compress failed for $f"; }
+  fi
+  echo "$o"
+}
+
 # ---- one burst of one runtime --------------------------------------------------
 # burst RUNTIME FILE BATCH THREADS PRECISION OUT: writes the runtime's JSON to OUT;
 # returns 3 when the runtime lacks the precision.
@@ -168,8 +191,11 @@ burst() {
   [ $train = 1 ] && { mode_flag=--train; torch_script=torch_train_bench.py; }
   case "$rt" in
     vitkit)
+      local vp=$p
+      # int8: the compressed file (made before the rounds), run as loaded
+      if [ "$p" = int8 ]; then [ $train = 1 ] && return 3; f=$(int8_file "$f"); vp=fp32; fi
       # shellcheck disable=SC2086
-      env $VITKIT_ENV "$VITKIT" bench "$f" --batch "$b" --threads "$t" --precision "$p" --reps "$reps" \
+      env $VITKIT_ENV "$VITKIT" bench "$f" --batch "$b" --threads "$t" --precision "$vp" --reps "$reps" \
         --warmup "$warmup" $mode_flag --json -q > "$o" 2> "$o.err" || { [ $? = 2 ] && return 3; return 1; } ;;
     onnxruntime)
       local x
@@ -179,6 +205,7 @@ burst() {
     pytorch|pytorch-openblas)
       local extra=()
       [ "$rt" = pytorch-openblas ] && extra=(LD_LIBRARY_PATH="$openblas_dir" OPENBLAS_NUM_THREADS="$t")
+      [ -n "${TORCH_QENGINE:-}" ] && extra+=(TORCH_QENGINE="$TORCH_QENGINE")
       (cd "$here" && env OMP_WAIT_POLICY=PASSIVE OMP_NUM_THREADS="$t" "${extra[@]}" "$PYTHON" $torch_script "$f" \
         --batch "$b" --threads "$t" --precision "$p" --reps "$reps" --warmup "$warmup") > "$o" 2> "$o.err" ;;
   esac
@@ -192,6 +219,15 @@ files=()
 for c in "${cases[@]}"; do
   read -r m b t p <<< "$c"
   files+=("$(model_file "$m")")
+  # the int8 model and ONNX files are made here, not in the first round's bursts
+  if [ "$p" = int8 ] && [ $train = 0 ]; then
+    for rt in "${rts[@]}"; do
+      case "$rt" in
+        vitkit) int8_file "${files[-1]}" >/dev/null ;;
+        onnxruntime) onnx_file "${files[-1]}" "$b" "$p" >/dev/null || true ;;
+      esac
+    done
+  fi
 done
 mode=infer; [ $train = 1 ] && mode=train
 for ((r = 1; r <= rounds; ++r)); do
@@ -217,6 +253,7 @@ cat > "$out/meta.json" <<EOF
 {"started": "$stamp", "load_start": [$l1, $l5, $l15], "load_end": [$e1, $e5, $e15],
  "cpu": "$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//')", "cores": $(nproc),
  "rounds": $rounds, "reps": $reps, "warmup": $warmup, "train": $train, "vitkit_env": "$VITKIT_ENV",
+ "torch_qengine": "${TORCH_QENGINE:-onednn}",
  "command": "bench/peers/run.sh${models:+ --model $models}${batches:+ --batch $batches}${threads:+ --threads $threads}${precisions:+ --precision $precisions} --rounds $rounds --reps $reps --warmup $warmup${runtimes:+ --runtimes $runtimes}$([ $train = 1 ] && echo ' --train')"}
 EOF
 "$PYTHON" "$here/compare.py" "$out"
