@@ -26,7 +26,7 @@ SRC = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MODELS = ["models/vit-tiny-fmnist.safetensors", "models/vit-small-fmnist.safetensors"]
 BITS = [8, 6, 5, 4, 3]
 CALIBS = ["dynamic", "minmax", "sigma:3", "percentile:99.99", "mse", "entropy"]
-EXTRA = ["quantize:bits=4,granularity=group,group=32", "quantize:bits=8,attention=true",
+EXTRA = ["quantize:bits=4,group=32", "quantize:bits=8,attention=true",
          "quantize:bits=8,act=static,calib=mse,attention=true", "quantize:format=fixed,bits=8",
          "quantize:bits=8,abits=0", "quantize:bits=4,abits=0"]
 
@@ -100,6 +100,8 @@ def main():
     ap.add_argument("--limit", type=int, default=2000, help="test images compared (0: all)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--models", nargs="*", default=MODELS)
+    ap.add_argument("--calibs", nargs="*", default=CALIBS, help="calibrators (dynamic: per-token inputs)")
+    ap.add_argument("--append", action="store_true", help="add the rows to OUT/bits.csv instead of replacing it")
     ap.add_argument("--plot-only", action="store_true", help="redraw the plot from OUT/bits.csv")
     a = ap.parse_args()
     os.makedirs(a.out, exist_ok=True)
@@ -111,9 +113,13 @@ def main():
         svg_plot(rows, os.path.join(a.out, "bits.svg"))
         return
     rows = []
+    if a.append and os.path.exists(csv_path):
+        with open(csv_path) as f:
+            rows = [{k: (float(v) if k not in ("model", "spec", "calib") else v) for k, v in r.items()}
+                    for r in csv.DictReader(f)]
     with tempfile.TemporaryDirectory() as tmp:
         for m in a.models:
-            jobs = [(b, c, spec_of(b, c)) for c in CALIBS for b in BITS] + [(0, "", s) for s in EXTRA]
+            jobs = [(b, c, spec_of(b, c)) for c in a.calibs for b in BITS] + [(0, "", s) for s in EXTRA]
             for bits, calib, spec in jobs:
                 r = run(a.vitkit, os.path.join(SRC, m), spec, a.limit, a.threads, tmp)
                 r["bits"], r["calib"] = bits, calib

@@ -458,10 +458,11 @@ TEST(QuantSpecs, BadSpecsAreErrorsNamingTheKey) {
            {"quantize:act=static,abits=0", {"act=static", "abits=0"}, true},
            {"quantize:granularity=row", {"granularity=row", "tensor, channel or group"}},
            {"quantize:granularity=group", {"granularity=group", "group=G"}},
-           {"quantize:group=16", {"group=G", "granularity=group"}},
-           // conv_proj has 16 inputs. The message names the group and the width,
-           // not (yet) the layer nor layers= (see the report).
-           {"quantize:granularity=group,group=32", {"group 32", "16 inputs"}},
+           {"quantize:granularity=channel,group=16", {"group=G", "granularity=group"}},
+           // qkv has 32 inputs (conv_proj's 16 are one group per row: per channel).
+           {"quantize:group=24",
+            {"encoder.layers.encoder_layer_0.self_attention.in_proj", "group 24 does not divide", "32 inputs",
+             "layers="}},
            {"quantize:layers=nothing_is_called_this", {"layers=nothing_is_called_this", "matches no layer"}},
            {"quantize:act=static", {"quantize:act=static", "calibration images", "--data"}},
        }) {
@@ -470,7 +471,25 @@ TEST(QuantSpecs, BadSpecsAreErrorsNamingTheKey) {
   }
   // A valid spec on the same model passes (the checks above are not blanket failures).
   EXPECT_EQ(error_of("quantize:bits=4,granularity=group,group=16"), "(no error)");
+  EXPECT_EQ(error_of("quantize:bits=4,group=32"), "(no error)");  // conv_proj (16 inputs) per channel
   EXPECT_EQ(error_of("quantize:act=static,calib=entropy", calib), "(no error)");
+}
+
+// group=G alone is granularity=group; a layer of fewer than G inputs (the patch
+// layer's 16 under group=32) is one group per row: per channel, recorded.
+TEST(QuantSpecs, GroupAsLargeAsALayerIsPerChannel) {
+  auto m = test::random_model(test::small_config(16, 4, 32, 1, 2, 64, 10, 1), 7);
+  apply_pass(*m, "quantize:bits=4,group=32");
+  const nlohmann::json rec = compression_log(*m)[0];
+  ASSERT_TRUE(rec.contains("group_as_channel")) << rec.dump();
+  EXPECT_EQ(rec["group_as_channel"], nlohmann::json::array({"conv_proj"}));
+  for (const Linear* l : m->linears()) {
+    const IntFormat& f = dynamic_cast<const IntLinear&>(*l->repr).format();
+    EXPECT_EQ(f.granularity, l->in < 32 ? kernels::ScaleGranularity::Channel
+                                                                       : kernels::ScaleGranularity::Group)
+        << l->name;
+    EXPECT_EQ(f.group, f.granularity == kernels::ScaleGranularity::Group ? 32 : 0) << l->name;
+  }
 }
 
 TEST(QuantSpecs, CliStaticWithoutDataIsAUsageError) {

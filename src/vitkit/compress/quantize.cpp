@@ -36,6 +36,8 @@ QuantizeOptions options(const PassArgs& a) {
     throw UsageError(cat("quantize: granularity=", g, " is not tensor, channel or group"));
   f.granularity = g == "tensor" ? ScaleGranularity::Tensor : g == "channel" ? ScaleGranularity::Channel
                                                                           : ScaleGranularity::Group;
+  // group=G alone means granularity=group.
+  if (a.given("group") && !a.given("granularity")) f.granularity = ScaleGranularity::Group;
   if (a.given("group") && f.granularity != ScaleGranularity::Group)
     throw UsageError("quantize: group=G needs granularity=group");
   if (f.granularity == ScaleGranularity::Group) {
@@ -94,6 +96,18 @@ int frac_for(double amax, int bits) {
   return std::clamp(bits - 1 - k, 0, bits);
 }
 
+// A layer's format: granularity=group on a layer of fewer inputs than the
+// group is one scale per row, i.e. per channel (the patch layer of a small
+// model, 16 inputs, under group=32).
+IntFormat format_for(const IntFormat& f, const Linear& l) {
+  IntFormat g = f;
+  if (f.granularity == ScaleGranularity::Group && l.in < f.group) {
+    g.granularity = ScaleGranularity::Channel;
+    g.group = 0;
+  }
+  return g;
+}
+
 std::vector<Linear*> targets(ViT& m, const std::string& layers) {
   std::vector<Linear*> v;
   const std::regex re(layers.empty() ? "." : layers, std::regex::ECMAScript);
@@ -131,7 +145,7 @@ nlohmann::json quantize_model(ViT& m, const QuantizeOptions& o, const PassContex
   const std::vector<Linear*> ls = targets(m, o.layers);
   for (const Linear* l : ls) {  // every layer checked before any changes
     try {
-      o.format.validate(l->in);
+      format_for(o.format, *l).validate(l->in);
     } catch (const Error& e) {
       throw UsageError(cat("quantize: ", l->name, " (", to_string(l->kind), ", ", l->in, " inputs): ", e.what(),
                            "; leave it out with layers=REGEX or give it its own group in a recipe override"));
@@ -142,8 +156,10 @@ nlohmann::json quantize_model(ViT& m, const QuantizeOptions& o, const PassContex
   nlohmann::json layers = nlohmann::json::array(), ranges = nlohmann::json::object();
   int64_t weights = 0, bytes_before = 0, bytes_after = 0, on_kernels = 0;
   std::vector<float> scratch;
+  nlohmann::json per_channel = nlohmann::json::array();  // group layers with no more inputs than G
   for (Linear* l : ls) {
-    IntFormat f = o.format;
+    IntFormat f = format_for(o.format, *l);
+    if (f.granularity != o.format.granularity) per_channel.push_back(l->name);
     const float* w = l->repr->plain_weight(scratch);
     if (o.fixed) {
       double amax = 0;
@@ -199,6 +215,7 @@ nlohmann::json quantize_model(ViT& m, const QuantizeOptions& o, const PassContex
                      {"bytes_after", bytes_after},
                      {"layers_on_integer_kernels", on_kernels}};
   if (o.attention) rec["attention_blocks"] = att_blocks;
+  if (!per_channel.empty()) rec["group_as_channel"] = per_channel;
   if (o.needs_data) rec["calibrator"] = o.calib.name();
   if (!ranges.empty()) rec[o.fixed ? "fixed_point" : "input_ranges"] = ranges;
   return rec;
@@ -216,7 +233,9 @@ class QuantizePass : public Pass {
     return {
         PassKey("bits", T::Int, "8", "weight bits").range(2, 16),
         PassKey("granularity", T::String, "channel", "weight scales: tensor, channel (per output) or group"),
-        PassKey("group", T::Int, "", "granularity=group: inputs per scale (must divide every layer's inputs)")
+        PassKey("group", T::Int, "",
+                "inputs per scale (granularity=group, implied): must divide each layer's inputs; a layer of fewer "
+                "than G inputs gets one scale per channel")
             .range(1, 1 << 20),
         PassKey("sym", T::Bool, "true", "symmetric weights (false: zero points)"),
         PassKey("abits", T::Int, "8", "input bits (0: inputs stay f32, weight-only)").range(0, 16),
