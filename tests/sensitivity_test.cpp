@@ -238,8 +238,7 @@ TEST(Sensitivity, GreedyMeetsTargetBits) {
 }
 
 TEST(Sensitivity, GreedyMeetsTargetBytes) {
-  // 4-bit codes are stored in int8 (repr/int.h), so bytes fall against f32
-  // (--high none), not against 8 bits.
+  // Against f32 (--high none): every layer at the pass saves bytes.
   auto m = tiny_model(6);
   const SensitivityResult r = study(*m, SensitivityBy::Kind, SensitivityRank::Kl, "quantize:bits=4");
   const int64_t hb = model_cost(*m).bytes;
