@@ -9,6 +9,10 @@
 //   stats MODEL --data D [--images N] [--split S] [--json] [--svg FILE] [--csv FILE]:
 //         distributions of every weight, layer input and output, layer-norm
 //         output and attention probability tensor (analyze/stats.h).
+//   sensitivity MODEL --data D --pass SPEC [--by layer|kind|block] [--rank kl|top1|sqnr]
+//         [--limit N] [--split train|test] [--calib N] [--target-bits B | --target-bytes N]
+//         [--high SPEC] [--recipe-out R.toml] [--json] [--csv FILE]: the pass on one unit
+//         at a time, ranked; a mixed-precision recipe for a target (analyze/sensitivity.h).
 #include <algorithm>
 #include <cstdio>
 #include <numeric>
@@ -17,12 +21,15 @@
 #include "common.h"
 #include "vitkit/analyze/compare.h"
 #include "vitkit/analyze/reuse.h"
+#include "vitkit/analyze/sensitivity.h"
 #include "vitkit/analyze/stats.h"
 #include "vitkit/compress/pass.h"
+#include "vitkit/compress/recipe.h"
 #include "vitkit/core/error.h"
 #include "vitkit/core/file.h"
 #include "vitkit/core/threads.h"
 #include "vitkit/io/preprocess.h"
+#include "vitkit/model/cost.h"
 #include "vitkit/model/linear_apply.h"
 #include "vitkit/report/svg_plot.h"
 #include "vitkit/report/table.h"
@@ -498,14 +505,268 @@ void add_stats(CLI::App* analyze) {
   cmd->callback([o] { run_stats(*o); });
 }
 
+// ---------------------------------------------------------------- sensitivity
+
+struct SensCliOpts {
+  std::string model, data, pass, by = "kind", rank = "kl", split = "train", high = "quantize:bits=8", recipe_out,
+                                   csv;
+  int64_t limit = 1000, calib = 512, batch = 256;
+  double target_bits = 0, target_bytes = 0;
+  LoadOptions load;
+  CommonOpts common;
+};
+
+// The images a study measures on: with --split train, a held-out part of the
+// training split (heldout_indices: each class's last images), disjoint from
+// the calibration images (balanced_indices: each class's first); with --split
+// test, the test split's first N in class-balanced order.
+std::unique_ptr<Dataset> sensitivity_images(const Dataset& ds, const SensCliOpts& o) {
+  if (o.split == "test")
+    return subset_dataset(ds, balanced_indices(ds, o.limit), cat("first ", o.limit, " (class-balanced)"));
+  std::vector<int64_t> idx = heldout_indices(ds, o.limit, balanced_indices(ds, o.calib));
+  const int64_t n = int64_t(idx.size());
+  return subset_dataset(ds, std::move(idx),
+                        cat("held out: the last ", n, " (class-balanced), none of the first ", o.calib,
+                            " calibration images"));
+}
+
+// One model of the mixed-precision summary, measured against the original.
+struct MixedRow {
+  std::string what;
+  double bits = 0;
+  int64_t bytes = 0;
+  CompareResult cmp;
+};
+
+MixedRow measure_mixed(const std::string& what, const ViT& m, const ViT& ref, const std::vector<std::string>& specs,
+                       const std::vector<nlohmann::json>& origins, const PassContext& ctx, const Dataset& ds,
+                       int64_t batch) {
+  std::unique_ptr<ViT> b = m.clone();
+  apply_passes(*b, specs, ctx, origins);
+  MixedRow row{what, average_bits(layer_widths(*b)), model_cost(*b).bytes, {}};
+  pack_linears_for_inference(*b);
+  CompareOptions co;
+  co.batch = batch;
+  co.layers = false;
+  co.name_a = "the model";
+  co.name_b = what;
+  row.cmp = compare_models(ref, *b, ds, co);
+  return row;
+}
+
+std::vector<std::string> all_unit_layers(const SensitivityResult& r) {
+  std::vector<std::string> v;
+  for (const SensitivityUnit& u : r.units) v.insert(v.end(), u.layers.begin(), u.layers.end());
+  return v;
+}
+
+void check_sens_opts(const SensCliOpts& o) {
+  parse_sensitivity_by(o.by);
+  parse_sensitivity_rank(o.rank);
+  check_sensitivity_pass(o.pass);
+  if (o.high != "none") {
+    try {
+      passes_need_calibration({o.high});
+    } catch (const UsageError& e) {
+      throw UsageError(cat("--high: ", e.what()));
+    }
+  }
+  if (o.target_bits != 0 && o.target_bytes != 0) throw UsageError("give --target-bits or --target-bytes, not both");
+  if (o.target_bits != 0 && !(o.target_bits > 0 && o.target_bits <= 32))
+    throw UsageError(cat("--target-bits ", o.target_bits, " is out of range: average weight bits are in (0, 32]"));
+  if (o.target_bytes < 0) throw UsageError(cat("--target-bytes ", o.target_bytes, " is out of range: must be > 0"));
+  if (!o.recipe_out.empty() && o.target_bits == 0 && o.target_bytes == 0)
+    throw UsageError("--recipe-out needs a target: give --target-bits B or --target-bytes N");
+  if (o.limit < 1) throw UsageError(cat("--limit ", o.limit, " must be >= 1"));
+}
+
+void print_mixed_rows(const std::vector<MixedRow>& rows) {
+  Table t({"model", "avg bits", "bytes", "top-1 %", "top-1 diff", "agreement %", "KL mean"});
+  t.right_align({1, 2, 3, 4, 5, 6});
+  for (const MixedRow& r : rows) {
+    char kl[32];
+    std::snprintf(kl, sizeof kl, "%.4g", r.cmp.kl.mean);
+    t.add({r.what, fmt_fixed(r.bits, 3), fmt_int(r.bytes), fmt_fixed(100 * r.cmp.top1_b, 2),
+           fmt_fixed(r.cmp.top1_diff_points(), 2), fmt_fixed(100 * r.cmp.agreement, 2), kl});
+  }
+  std::fputs(t.text().c_str(), stdout);
+}
+
+nlohmann::json mixed_json(const MixedPlan& p, const std::vector<MixedRow>& rows, const SensCliOpts& o) {
+  nlohmann::json measured = nlohmann::json::array();
+  for (const MixedRow& r : rows)
+    measured.push_back({{"model", r.what},
+                        {"bits", r.bits},
+                        {"bytes", r.bytes},
+                        {"top1", r.cmp.top1_b},
+                        {"top1_diff_points", r.cmp.top1_diff_points()},
+                        {"agreement", r.cmp.agreement},
+                        {"kl_mean", r.cmp.kl.mean}});
+  nlohmann::json j{{"high", o.high},           {"low_units", p.low_units}, {"low_layers", p.low_layers},
+                   {"bits", p.bits},           {"bytes", p.bytes},         {"high_bits", p.high_bits},
+                   {"low_bits", p.low_bits},   {"high_bytes", p.high_bytes}, {"low_bytes", p.low_bytes},
+                   {"recipe", recipe_toml(p.recipe)}, {"measured", measured}};
+  if (o.target_bits != 0) j["target_bits"] = o.target_bits;
+  else j["target_bytes"] = int64_t(o.target_bytes);
+  if (!o.recipe_out.empty()) j["recipe_out"] = o.recipe_out;
+  return j;
+}
+
+// Plans the mixed-precision recipe, writes it, and measures it beside every
+// unit high and every unit at the pass.
+void run_mixed(const SensCliOpts& o, const ViT& m, const SensitivityResult& r, const PassContext& ctx,
+               const Dataset& ds, nlohmann::json* out) {
+  const std::string high = o.high == "none" ? "" : o.high;
+  std::unique_ptr<ViT> h = m.clone();
+  if (!high.empty()) apply_pass(*h, high, ctx);
+  MixedTarget target;
+  target.kind = o.target_bits != 0 ? MixedTarget::Kind::Bits : MixedTarget::Kind::Bytes;
+  target.value = o.target_bits != 0 ? o.target_bits : o.target_bytes;
+  const MixedPlan p = plan_mixed(r, layer_widths(*h), model_cost(*h).bytes, high, target);
+  h.reset();
+  if (!o.recipe_out.empty() && p.recipe.steps.empty())
+    throw UsageError(cat("--recipe-out: the model as it is meets the target (no unit needs --pass): no recipe "
+                         "to write"));
+  if (!o.recipe_out.empty()) write_text_atomic(o.recipe_out, recipe_toml(p.recipe));
+  std::unique_ptr<ViT> ref = m.clone();
+  pack_linears_for_inference(*ref);
+  if (!o.common.quiet) std::fprintf(stderr, "measuring the mixed recipe and both uniform models\n");
+  auto measure = [&](const std::string& what, const std::vector<std::string>& low_layers) {
+    std::vector<std::string> specs;
+    std::vector<nlohmann::json> origins;
+    if (!(high.empty() && low_layers.empty()))
+      for (const RecipeSpec& rs : compile_recipe(mixed_recipe(o.pass, high, low_layers, what), m))
+        specs.push_back(rs.spec), origins.push_back(rs.origin);
+    return measure_mixed(what, m, *ref, specs, origins, ctx, ds, o.batch);
+  };
+  std::vector<MixedRow> rows;
+  rows.push_back(measure(high.empty() ? "as it is" : "all " + high, {}));
+  rows.push_back(measure("mixed (the recipe)", p.low_layers));
+  rows.push_back(measure("all " + o.pass, all_unit_layers(r)));
+  if (out) {
+    *out = mixed_json(p, rows, o);
+    return;
+  }
+  std::printf("\nMixed precision (%s)\n", target.kind == MixedTarget::Kind::Bits
+                                               ? cat("target: average weight bits <= ", o.target_bits).c_str()
+                                               : cat("target: model bytes <= ", int64_t(o.target_bytes)).c_str());
+  std::printf("at the pass  %zu of %zu units:", p.low_units.size(), r.units.size());
+  for (const std::string& u : p.low_units) std::printf(" %s", u.c_str());
+  std::printf("\nplanned      %.3f average weight bits, %s bytes\n\n", p.bits, fmt_int(p.bytes).c_str());
+  print_mixed_rows(rows);
+  if (!o.recipe_out.empty()) std::printf("\nrecipe       %s (vitkit compress MODEL --recipe %s -o OUT)\n",
+                                         o.recipe_out.c_str(), o.recipe_out.c_str());
+}
+
+void run_sensitivity_cli(const SensCliOpts& o) {
+  apply_common(o.common);
+  check_sens_opts(o);
+  auto model = load_model(o.model, o.load);
+  PassContext ctx;
+  ctx.seed = o.load.seed;
+  ctx.progress = false;
+  const bool need_calib =
+      passes_need_calibration({o.pass}) || (o.high != "none" && passes_need_calibration({o.high}));
+  if (need_calib) {
+    load_calibration(ctx, *model, o.data, "train", o.calib);
+    if (!o.common.quiet)
+      std::fprintf(stderr, "calibration: %lld images of %s\n", (long long)ctx.calib.dim(0), ctx.calib_source.c_str());
+  }
+  auto split = open_dataset(o.data, o.split);
+  auto ds = sensitivity_images(*split, o);
+  if (!o.common.quiet) std::fprintf(stderr, "data: %s\n", ds->describe().c_str());
+  SensitivityOptions so;
+  so.pass = o.pass;
+  so.by = parse_sensitivity_by(o.by);
+  so.rank = parse_sensitivity_rank(o.rank);
+  so.batch = o.batch;
+  so.progress = !o.common.quiet;
+  const SensitivityResult r = run_sensitivity(*model, *ds, ctx, so);
+  if (!o.csv.empty()) write_text_atomic(o.csv, r.csv());
+  const bool mixed = o.target_bits != 0 || o.target_bytes != 0;
+  if (o.common.json) {
+    nlohmann::json j = r.to_json();
+    j["model"] = o.model;
+    j["split"] = o.split;
+    j["threads"] = num_threads();
+    if (mixed) run_mixed(o, *model, r, ctx, *ds, &j["mixed"]);
+    print_json(j);
+    return;
+  }
+  std::printf("model      %s (%s)\n", o.model.c_str(), model->cfg.name.c_str());
+  std::printf("data       %s, %lld images\n", r.data.c_str(), (long long)r.images);
+  std::printf("pass       %s, one %s at a time; ranked by %s (most sensitive first)\n", r.pass.c_str(),
+              to_string(r.by), r.rank == SensitivityRank::Kl     ? "KL mean"
+                               : r.rank == SensitivityRank::Top1 ? "top-1 loss"
+                                                                 : "the unit's output SQNR");
+  std::printf("reference  top-1 %.2f%%\n\n", 100 * r.top1_ref);
+  std::fputs(r.text().c_str(), stdout);
+  if (!o.csv.empty()) std::printf("\ncsv        %s\n", o.csv.c_str());
+  if (mixed) run_mixed(o, *model, r, ctx, *ds, nullptr);
+}
+
+void add_sensitivity(CLI::App* analyze) {
+  auto o = std::make_shared<SensCliOpts>();
+  CLI::App* cmd = analyze->add_subcommand(
+      "sensitivity", "A pass on one layer, kind or block at a time: ranked damage; mixed-precision recipes");
+  cmd->add_option("model", o->model, "Model file (.safetensors, .pth) or preset")->required();
+  cmd->add_option("--data", o->data, "fashion-mnist, mnist, cifar10, or a folder (IDX, CIFAR-10 binary, images)")
+      ->required();
+  cmd->add_option("--pass", o->pass,
+                  "The low-precision pass, e.g. quantize:bits=4,granularity=group,group=32 (one whose layers= "
+                  "selects: quantize, bf16, f16; without layers=)")
+      ->required();
+  cmd->add_option("--by", o->by, "Units: layer, kind (patch, qkv, out_proj, fc1, fc2, head) or block (default kind)");
+  cmd->add_option("--rank", o->rank,
+                  "Rank by kl (KL mean, default), top1 (top-1 loss) or sqnr (the unit's own output SQNR, lowest first)");
+  cmd->add_option("--split", o->split,
+                  "train (default): a held-out part of the training split, none of the calibration images; test: "
+                  "the test split (only when asked)")
+      ->check(CLI::IsMember({"train", "test"}));
+  cmd->add_option("--limit", o->limit, "Images to measure on (default 1000, class-balanced)");
+  cmd->add_option("--calib", o->calib,
+                  "Calibration images (the training split's first, class-balanced; default 512), for passes that "
+                  "need them; never among the measured images")
+      ->check(CLI::PositiveNumber);
+  cmd->add_option("--batch", o->batch, "Images per forward pass")->check(CLI::PositiveNumber);
+  cmd->add_option("--target-bits", o->target_bits,
+                  "Mixed precision: choose per unit --pass or --high so the average weight bits (over every linear "
+                  "weight) are <= B");
+  cmd->add_option("--target-bytes", o->target_bytes,
+                  "Mixed precision: ... so the model's bytes (model/cost.h, as a file stores it) are <= N");
+  cmd->add_option("--high", o->high,
+                  "The higher-precision spec of the units not at --pass (default quantize:bits=8; none: leave them "
+                  "as they are)");
+  cmd->add_option("--recipe-out", o->recipe_out, "Write the mixed-precision recipe (TOML, for compress --recipe)");
+  cmd->add_option("--csv", o->csv, "Write one CSV row per unit to FILE");
+  add_model_opts(cmd, o->load);
+  add_common(cmd, o->common);
+  cmd->footer(
+      "Each unit: the model with --pass applied to that unit's layers only (an anchored layers= list, as recipes "
+      "do), compared with the unchanged model on the same images (analyze compare): top-1 difference in points, "
+      "agreement, KL(A||B) mean, and the SQNR of the unit's own outputs (its layers' signal and noise summed).\n"
+      "Images: the datasets have no validation split, so --split train measures on each class's LAST images of "
+      "the training split (--limit of them), excluding the calibration images (each class's first). Models "
+      "trained on the whole training split have seen them: the numbers rank units, they are not test "
+      "accuracy. --split test only when given.\n"
+      "Mixed precision (--target-bits / --target-bytes): start with every layer at --high, move units to "
+      "--pass least sensitive first until the average weight bits (or bytes) are at or below the target; a "
+      "unit counts at its pass's bits, the rest at --high's (32 for f32 with --high none). The recipe: one step "
+      "of --high with an override name = [...] giving the chosen layers --pass's keys. It is measured beside "
+      "every unit at --high and every unit at --pass on the same images.\n\n" +
+      passes_help());
+  cmd->callback([o] { run_sensitivity_cli(*o); });
+}
+
 }  // namespace
 
 void register_analyze(CLI::App& app) {
-  CLI::App* analyze = app.add_subcommand("analyze", "Studies of a model (reuse, compare, stats)");
+  CLI::App* analyze = app.add_subcommand("analyze", "Studies of a model (reuse, compare, stats, sensitivity)");
   analyze->require_subcommand(1);
   add_reuse(analyze);
   add_compare(analyze);
   add_stats(analyze);
+  add_sensitivity(analyze);
 }
 
 }  // namespace vitkit::cli

@@ -147,8 +147,9 @@ RecipeStep parse_step(const toml::table& t, const std::string& where) {
   return s;
 }
 
-// "^(?:a|b)$" with the regex metacharacters of the names escaped.
-std::string anchored(const std::vector<std::string>& names) {
+}  // namespace
+
+std::string anchored_layers(const std::vector<std::string>& names) {
   static const std::string meta = R"(\^$.|?*+()[]{})";
   std::string re = "^(?:";
   for (size_t i = 0; i < names.size(); ++i) {
@@ -160,6 +161,8 @@ std::string anchored(const std::vector<std::string>& names) {
   }
   return re + ")$";
 }
+
+namespace {
 
 // TOML text of a key's value: numbers and booleans bare, the rest quoted.
 std::string toml_value(const std::string& v) {
@@ -293,7 +296,7 @@ std::vector<RecipeSpec> compile_recipe(const Recipe& r, const ViT& m) {
     }
     for (auto& [k, names] : groups) {
       Keys keys = k;
-      keys.emplace_back("layers", anchored(names));
+      keys.emplace_back("layers", anchored_layers(names));
       nlohmann::json o = origin;
       o["layers"] = names.size();
       out.push_back({spec_text(s.pass, keys), o});

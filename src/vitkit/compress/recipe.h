@@ -74,4 +74,8 @@ bool recipe_needs_calibration(const Recipe& r);
 // A recipe written back as TOML (what analyze sensitivity writes).
 std::string recipe_toml(const Recipe& r);
 
+// "^(?:a|b)$" with the names' regex metacharacters escaped: the `layers=` value
+// that selects exactly these layers (what compile_recipe gives each spec).
+std::string anchored_layers(const std::vector<std::string>& names);
+
 }  // namespace vitkit

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cstdlib>
 #include <filesystem>
+#include <set>
 
 #include "vitkit/core/error.h"
 #include "vitkit/core/file.h"
@@ -123,6 +124,58 @@ std::vector<int64_t> balanced_indices(const Dataset& ds, int64_t n) {
     for (auto& c : by_class)
       if (round < c.size() && int64_t(out.size()) < n) out.push_back(c[round]);
   return out;
+}
+
+std::vector<int64_t> heldout_indices(const Dataset& ds, int64_t n, const std::vector<int64_t>& exclude) {
+  const std::set<int64_t> skip(exclude.begin(), exclude.end());
+  std::vector<std::vector<int64_t>> by_class(size_t(std::max(1, ds.classes())));
+  for (int64_t i = ds.size() - 1; i >= 0; --i) {
+    const int c = ds.label(i);
+    check(c >= 0 && c < int(by_class.size()), ds.describe(), ": image ", i, " has label ", c, " outside 0..",
+          by_class.size() - 1);
+    if (!skip.count(i)) by_class[size_t(c)].push_back(i);
+  }
+  int64_t avail = 0;
+  for (auto& c : by_class) avail += int64_t(c.size());
+  if (n <= 0 || n > avail) n = avail;
+  std::vector<int64_t> out;
+  out.reserve(size_t(n));
+  for (size_t round = 0; int64_t(out.size()) < n; ++round)
+    for (auto& c : by_class)
+      if (round < c.size() && int64_t(out.size()) < n) out.push_back(c[round]);
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+namespace {
+
+class SubsetDataset : public Dataset {
+ public:
+  SubsetDataset(const Dataset& ds, std::vector<int64_t> idx, std::string what)
+      : ds_(ds), idx_(std::move(idx)), what_(std::move(what)) {
+    for (int64_t i : idx_) check_index(i, ds_.size(), ds_.describe());
+  }
+  int64_t size() const override { return int64_t(idx_.size()); }
+  int classes() const override { return ds_.classes(); }
+  std::vector<std::string> class_names() const override { return ds_.class_names(); }
+  int label(int64_t i) const override { return ds_.label(at(i)); }
+  Image image(int64_t i) const override { return ds_.image(at(i)); }
+  std::string describe() const override { return ds_.describe() + ", " + what_; }
+
+ private:
+  int64_t at(int64_t i) const {
+    check_index(i, size(), describe());
+    return idx_[size_t(i)];
+  }
+  const Dataset& ds_;
+  std::vector<int64_t> idx_;
+  std::string what_;
+};
+
+}  // namespace
+
+std::unique_ptr<Dataset> subset_dataset(const Dataset& ds, std::vector<int64_t> indices, const std::string& what) {
+  return std::make_unique<SubsetDataset>(ds, std::move(indices), what);
 }
 
 }  // namespace vitkit

@@ -39,6 +39,18 @@ std::vector<std::string> dataset_search_dirs(const std::string& name);
 // over classes as far as they allow. n <= 0 or n >= size: every image.
 std::vector<int64_t> balanced_indices(const Dataset& ds, int64_t n);
 
+// A held-out set: the n images taken from the END of each class (class 0's
+// last image, class 1's last, ..., then each class's second-to-last, ...),
+// skipping the indices in `exclude` (e.g. calibration images, which
+// balanced_indices takes from the front), returned in ascending order. The
+// datasets carry no validation split, so this is how a study measures on
+// training images that no calibration used. n <= 0: every image not excluded.
+std::vector<int64_t> heldout_indices(const Dataset& ds, int64_t n, const std::vector<int64_t>& exclude = {});
+
+// The images `indices` of ds (which must outlive it) as a dataset of their
+// own: image i is ds's indices[i]. describe() is ds's with `what` appended.
+std::unique_ptr<Dataset> subset_dataset(const Dataset& ds, std::vector<int64_t> indices, const std::string& what);
+
 // Throws if i is outside [0, size) (used by the readers; `what` names the dataset).
 void check_index(int64_t i, int64_t size, const std::string& what);
 
