@@ -588,7 +588,17 @@ TEST(BadCli, UnknownFlagsAndCommands) {
   expect_cli_error("info vit_b_16 --bogus", 2, {"--bogus"});
   expect_cli_error("eval vit_b_16 --data fashion-mnist --limt 5", 2, {"--limt"});
   expect_cli_error("frobnicate", 2, {"unknown command 'frobnicate'", "info, eval, predict"});
-  expect_cli_error("", 2, {"subcommand"});
+  expect_cli_error("--bogus", 2, {"unknown option '--bogus'", "vitkit help"});
+  expect_cli_error("help frobnicate", 2, {"'help frobnicate': no such command"});
+  // `vitkit` alone and `vitkit help [COMMAND]` print the help and exit 0.
+  for (const std::string args : {"", "help"}) {
+    const test::CliResult r = test::run_cli(args);
+    EXPECT_EQ(r.code, 0) << args << ": " << r.err;
+    EXPECT_NE(r.out.find("compress"), std::string::npos) << args << ": " << r.out;
+  }
+  const test::CliResult r = test::run_cli("help compress");
+  EXPECT_EQ(r.code, 0) << r.err;
+  EXPECT_NE(r.out.find("--recipe"), std::string::npos) << r.out;
   expect_cli_error("info vit_b_16 --threads -1", 2, {"--threads"});
   expect_cli_error("eval vit_b_16 --data fashion-mnist --split val", 2, {"--split", "val"});
 }
