@@ -26,6 +26,7 @@ struct EvalOpts {
 void print_eval(const EvalResult& r) {
   std::printf("images     %lld\n", (long long)r.images);
   std::printf("top-1      %.2f%%\n", 100 * r.top1);
+  std::printf("top-3      %.2f%%\n", 100 * r.top3);
   std::printf("top-5      %.2f%%\n", 100 * r.top5);
   std::printf("loss       %.4f\n", r.loss);
   std::printf("speed      %.0f images/s (model), %.0f images/s with loading (%.2f s)\n\n", r.images_per_s(),

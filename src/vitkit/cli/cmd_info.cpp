@@ -33,6 +33,14 @@ std::string block_shapes(const ViTConfig& c) {
   return s;
 }
 
+// A block layer's heads or MLP width ("3 heads x 32", "mlp 256"): what pruning changes.
+std::string unit_shape(const ViTConfig& c, const LayerCost& l) {
+  if (l.block < 0) return "";
+  const BlockShape b = c.block(l.block);
+  if (l.kind == "fc1" || l.kind == "fc2") return cat("mlp ", b.mlp_dim);
+  return cat(b.heads, " heads x ", b.head_dim);
+}
+
 // Per layer kind: the representations of its layers ("f32", "bf16", "round x8, f32 x4").
 std::map<std::string, std::string> reprs_by_kind(const std::vector<LayerCost>& costs) {
   std::map<std::string, std::map<std::string, int>> n;
@@ -77,9 +85,14 @@ void run_info(const InfoOpts& o) {
     nlohmann::json e{{"name", l.name}, {"kind", l.kind}, {"block", l.block}, {"macs", l.macs}, {"params", l.params},
                      {"bytes", l.bytes}};
     if (!l.repr.empty()) e["repr"] = l.repr;
+    if (l.block >= 0) e["shape"] = unit_shape(c, l);
     layers.push_back(e);
   }
   j["layers"] = layers;
+  nlohmann::json blocks = nlohmann::json::array();  // per block, uniform or not
+  for (int i = 0; i < c.depth; ++i)
+    blocks.push_back({{"heads", c.block(i).heads}, {"head_dim", c.block(i).head_dim}, {"mlp_dim", c.block(i).mlp_dim}});
+  j["blocks"] = blocks;
   if (model) {
     nlohmann::json reprs = nlohmann::json::object();
     for (const Linear* l : model->linears())
@@ -137,12 +150,14 @@ void run_info(const InfoOpts& o) {
   }
   std::printf("\n");
   if (o.layers) {
-    Table t({"layer", "kind", "repr", "MACs", "params", "bytes"});
-    t.right_align({3, 4, 5});
+    Table t({"layer", "kind", "shape", "repr", "MACs", "params", "bytes"});
+    t.right_align({4, 5, 6});
     for (auto& l : costs)
-      t.add({l.name, l.kind, l.repr, fmt_int(l.macs), fmt_int(l.params), l.bytes ? fmt_int(l.bytes) : ""});
-    t.add({"embeddings, norms, class token", "", "f32", "", fmt_int(total.other_params), fmt_int(4 * total.other_params)});
-    t.add({"total", "", "", fmt_int(macs), fmt_int(params), fmt_int(total.bytes)});
+      t.add({l.name, l.kind, unit_shape(c, l), l.repr, fmt_int(l.macs), fmt_int(l.params),
+             l.bytes ? fmt_int(l.bytes) : ""});
+    t.add({"embeddings, norms, class token", "", "", "f32", "", fmt_int(total.other_params),
+           fmt_int(4 * total.other_params)});
+    t.add({"total", "", "", "", fmt_int(macs), fmt_int(params), fmt_int(total.bytes)});
     std::fputs(t.text().c_str(), stdout);
     return;
   }

@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <cstdio>
+#include <ctime>
 
 #include "commands.h"
 #include "common.h"
@@ -30,9 +31,28 @@ struct TrainOpts {
 };
 
 volatile sig_atomic_t g_signal = 0;
+volatile sig_atomic_t g_first_ms = 0;  // CLOCK_MONOTONIC of the first signal, in ms (wraps: only differences matter)
 
+int monotonic_ms() {
+  timespec ts{};
+  clock_gettime(CLOCK_MONOTONIC, &ts);  // async-signal-safe (POSIX)
+  return static_cast<int>(ts.tv_sec * 1000 + ts.tv_nsec / 1000000);
+}
+
+// The first SIGINT/SIGTERM asks for a stop after this step; a second one aborts
+// at once. A second one within 250 ms of the first is the same request sent
+// twice (coreutils' timeout signals the child and then its process group; a
+// supervisor may do the same): ignored, or a stop request would be a crash.
 extern "C" void on_stop_signal(int sig) {
+  const int now = monotonic_ms();
+  if (g_signal) {
+    if (now - g_first_ms < 250) return;
+    signal(sig, SIG_DFL);
+    raise(sig);
+    return;
+  }
   g_signal = sig;
+  g_first_ms = now;
   Trainer::request_stop();
   static const char msg[] =
       "\nvitkit train: stopping after this step and writing the checkpoint (once more to abort)\n";
@@ -40,12 +60,10 @@ extern "C" void on_stop_signal(int sig) {
   (void)ignored;
 }
 
-// SA_RESETHAND: the handler runs once; a second signal has its default effect.
 void catch_stop_signals() {
   struct sigaction sa {};
   sa.sa_handler = on_stop_signal;
   sigemptyset(&sa.sa_mask);
-  sa.sa_flags = SA_RESETHAND;
   sigaction(SIGINT, &sa, nullptr);
   sigaction(SIGTERM, &sa, nullptr);
 }

@@ -6,6 +6,8 @@
 #include <regex>
 
 #include "vitkit/compress/half.h"
+#include "vitkit/compress/prune.h"
+#include "vitkit/compress/prune_structured.h"
 #include "vitkit/compress/quantize.h"
 #include "vitkit/compress/round.h"
 #include "vitkit/core/error.h"
@@ -130,7 +132,10 @@ const std::vector<const Pass*>& registered_passes() {
     v.push_back(make_bf16_pass());
     v.push_back(make_f16_pass());
     v.push_back(make_quantize_pass());
-    // Later passes (quantize, lowrank, prune, distill) are added here.
+    v.push_back(make_prune_heads_pass());
+    v.push_back(make_prune_mlp_pass());
+    v.push_back(make_prune_pass());
+    // Later passes (lowrank, distill) are added here.
     return v;
   }();
   static const std::vector<const Pass*> list = [] {

@@ -169,6 +169,37 @@ void ViT::set_repr(Linear& l, std::unique_ptr<LinearRepr> r) {
   layout();
 }
 
+void ViT::reshape_block(int i, const BlockShape& s, std::unique_ptr<LinearRepr> qkv, std::unique_ptr<LinearRepr> proj,
+                        std::unique_ptr<LinearRepr> fc1, std::unique_ptr<LinearRepr> fc2) {
+  check(i >= 0 && i < cfg.depth, "reshape_block: block ", i, " of ", cfg.depth);
+  check(s.heads >= 1 && s.head_dim >= 1 && s.mlp_dim >= 1, "reshape_block: block ", i, " would have ", s.heads,
+        " heads of ", s.head_dim, " and ", s.mlp_dim, " MLP neurons");
+  Block& b = blocks[size_t(i)];
+  check(!b.attn_quant || s.heads == b.shape.heads, "reshape_block: block ", i,
+        " has integer attention (per-head scales); its heads cannot change");
+  const int D = cfg.dim, A = s.attn_dim(), M = s.mlp_dim;
+  auto put = [&](Linear& l, std::unique_ptr<LinearRepr> r, int in, int out) {
+    check(r && r->in() == in && r->out() == out, "reshape_block: ", l.describe(), " needs ", out, "x", in,
+          ", the new representation is ", r ? cat(r->out(), "x", r->in()) : std::string("null"));
+    check(l.has_bias == (r->bias() != nullptr), "reshape_block: ", l.describe(), ": the new representation ",
+          l.has_bias ? "has no bias" : "has a bias");
+    l.in = in;
+    l.out = out;
+    l.weight_shape = {out, in};
+    l.repr = std::move(r);
+  };
+  put(b.qkv, std::move(qkv), D, 3 * A);
+  put(b.proj, std::move(proj), A, D);
+  put(b.fc1, std::move(fc1), D, M);
+  put(b.fc2, std::move(fc2), M, D);
+  b.shape = s;
+  std::vector<BlockShape> shapes;
+  for (int j = 0; j < cfg.depth; ++j) shapes.push_back(j == i ? s : cfg.block(j));
+  cfg.set_blocks(shapes);
+  cfg.validate();
+  layout();
+}
+
 [[noreturn]] static void fail_not_dense(const Linear& l) {
   fail(l.describe(), ": holds a '", l.repr->kind(), "' representation (", l.repr->describe(),
        "), not a dense f32 weight");

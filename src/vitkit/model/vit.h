@@ -85,6 +85,12 @@ class ViT {
 
   // Replaces l's representation (same in and out) and rebuilds the parameter table.
   void set_repr(Linear& l, std::unique_ptr<LinearRepr> r);
+  // Gives block i a new shape (fewer heads or MLP neurons: compress/prune_structured.h)
+  // with new representations of the matching sizes for its qkv (3 A, D),
+  // out_proj (D, A), fc1 (M, D) and fc2 (D, M), A = s.attn_dim(), M = s.mlp_dim;
+  // cfg's per-block shapes and the parameter table follow. Norms keep their tensors.
+  void reshape_block(int i, const BlockShape& s, std::unique_ptr<LinearRepr> qkv, std::unique_ptr<LinearRepr> proj,
+                     std::unique_ptr<LinearRepr> fc1, std::unique_ptr<LinearRepr> fc2);
   // Rebuilds the parameter table from the layers (after a representation's
   // tensors changed: set_repr, begin/end of training). Other parameters keep
   // their tensors and flags.

@@ -8,6 +8,7 @@
 #include "vitkit/repr/f32.h"
 #include "vitkit/repr/int.h"
 #include "vitkit/repr/round.h"
+#include "vitkit/repr/sparse.h"
 
 namespace vitkit {
 
@@ -18,6 +19,7 @@ const std::vector<ReprKind>& repr_kinds() {
       {"f16", load_f16_linear, "IEEE half weight (half the bytes), f32 products"},
       {"int", load_int_linear, "b-bit integer weights with f32 scales, b-bit or f32 inputs"},
       {"round", load_round_linear, "weight rounded to d decimals (stored as integer codes), optionally the inputs too"},
+      {"sparse", load_sparse_linear, "unstructured-pruned weight: the nonzeros only (a bitmap and the values in files)"},
   };
   return kinds;
 }

@@ -33,6 +33,7 @@ void EvalAccumulator::add(const float* logits, const int* labels, int64_t B) {
     std::partial_sort(order.begin(), order.begin() + k, order.end(),
                       [&](int a, int c) { return x[a] > x[c] || (x[a] == x[c] && a < c); });
     top1_ += order[0] == y;
+    top3_ += std::find(order.begin(), order.begin() + std::min(3, k), y) != order.begin() + std::min(3, k);
     top5_ += std::find(order.begin(), order.begin() + k, y) != order.begin() + k;
     confusion_[static_cast<size_t>(y) * C + order[0]]++;
     double mx = x[order[0]], s = 0;
@@ -47,6 +48,7 @@ EvalResult EvalAccumulator::result() const {
   r.images = n_;
   r.classes = classes_;
   r.top1 = n_ ? double(top1_) / n_ : 0;
+  r.top3 = n_ ? double(top3_) / n_ : 0;
   r.top5 = n_ ? double(top5_) / n_ : 0;
   r.loss = n_ ? loss_ / n_ : 0;
   r.confusion = confusion_;
@@ -63,6 +65,7 @@ nlohmann::json EvalResult::to_json() const {
   nlohmann::json j;
   j["images"] = images;
   j["top1"] = top1;
+  j["top3"] = top3;
   j["top5"] = top5;
   j["loss"] = loss;
   j["seconds"] = seconds;

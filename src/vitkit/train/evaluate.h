@@ -16,7 +16,7 @@ struct EvalResult {
   int64_t images = 0;
   int classes = 0;
   std::vector<std::string> class_names;
-  double top1 = 0, top5 = 0;  // fractions
+  double top1 = 0, top3 = 0, top5 = 0;  // fractions
   double loss = 0;            // mean cross-entropy (no smoothing)
   std::vector<int64_t> confusion;  // classes x classes: [true * classes + predicted]
   std::vector<double> per_class;   // top-1 per true class
@@ -36,7 +36,7 @@ class EvalAccumulator {
 
  private:
   int classes_;
-  int64_t n_ = 0, top1_ = 0, top5_ = 0;
+  int64_t n_ = 0, top1_ = 0, top3_ = 0, top5_ = 0;
   double loss_ = 0;
   std::vector<int64_t> confusion_;
 };
