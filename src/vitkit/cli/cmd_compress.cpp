@@ -1,13 +1,21 @@
 // vitkit compress MODEL --pass NAME:key=value,... [--pass ...] [--recipe R.toml]
 // -o OUT: applies compression passes and recipes' steps in command-line order
 // and writes the model with its compression log.
+#include <algorithm>
+#include <cerrno>
 #include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
 
 #include "commands.h"
 #include "common.h"
 #include <optional>
 
 #include "vitkit/analyze/compare.h"
+#include "vitkit/analyze/schedule.h"
+#include "vitkit/compress/finetune.h"
+#include "vitkit/core/file.h"
 #include "vitkit/compress/pass.h"
 #include "vitkit/compress/recipe.h"
 #include "vitkit/io/dataset.h"
@@ -20,13 +28,43 @@ namespace vitkit::cli {
 namespace {
 
 struct CompressOpts {
-  std::string model, output, data, calib_split = "train";
+  std::string model, output, data, calib_split = "train", steps_csv;
   std::vector<std::string> passes, recipes;
   // --pass and --recipe in command-line order: (true: recipe, index)
   std::vector<std::pair<bool, size_t>> order;
   int64_t calib = 512, compare_limit = 1000;
   LoadOptions load;
   CommonOpts common;
+};
+
+// One step of the schedule: pass specs applied together, or a fine-tuning run.
+struct Stage {
+  std::string label;
+  std::vector<std::string> specs;
+  std::vector<nlohmann::json> origins;
+  std::string finetune;  // a fine-tuning step's train config (TOML)
+  nlohmann::json origin;
+};
+
+// A fresh directory under the system's temporary one, removed with everything in it.
+class TempDir {
+ public:
+  TempDir() = default;
+  ~TempDir() {
+    std::error_code ec;
+    if (!path_.empty()) std::filesystem::remove_all(path_, ec);
+  }
+  const std::string& path() {
+    if (path_.empty()) {
+      std::string t = (std::filesystem::temp_directory_path() / "vitkit-compress-XXXXXX").string();
+      if (!::mkdtemp(t.data())) fail("cannot create a temporary directory ", t, ": ", std::strerror(errno));
+      path_ = t;
+    }
+    return path_;
+  }
+
+ private:
+  std::string path_;
 };
 
 // A record's scalar fields, one per line (the layer list as a count).
@@ -83,24 +121,71 @@ void run_compress(const CompressOpts& o) {
     if (!o.common.quiet)
       std::fprintf(stderr, "calibration: %lld images of %s\n", (long long)ctx.calib.dim(0), ctx.calib_source.c_str());
   }
-  // The specs in command-line order, recipes' steps resolved on the model's layers.
-  std::vector<std::string> specs;
-  std::vector<nlohmann::json> origins;
+  // The steps in command-line order: each --pass one, each recipe step one
+  // (its overrides' specs together), fine-tuning steps on their own.
+  std::vector<Stage> stages;
   for (auto [is_recipe, i] : o.order) {
     if (!is_recipe) {
-      specs.push_back(o.passes[i]);
-      origins.push_back({{"option", "--pass"}});
+      stages.push_back({o.passes[i], {o.passes[i]}, {{{"option", "--pass"}}}, "", nullptr});
       continue;
     }
+    int last_step = -1;
     for (RecipeSpec& rs : compile_recipe(recipes[i], *model)) {
-      specs.push_back(rs.spec);
-      origins.push_back(rs.origin);
+      const int step = rs.origin.value("step", 0);
+      if (!rs.finetune.empty()) {
+        stages.push_back({cat(recipes[i].path, " step ", step, ": finetune"), {}, {}, rs.finetune, rs.origin});
+      } else if (step == last_step && !stages.empty() && stages.back().finetune.empty()) {
+        stages.back().specs.push_back(rs.spec);
+        stages.back().origins.push_back(rs.origin);
+      } else {
+        stages.push_back({rs.spec, {rs.spec}, {rs.origin}, "", nullptr});
+      }
+      last_step = step;
     }
   }
-  const std::vector<nlohmann::json> records = apply_passes(*model, specs, ctx, origins);
+  const bool any_finetune = std::any_of(stages.begin(), stages.end(), [](const Stage& s) { return !s.finetune.empty(); });
+  if (any_finetune && !original) original = model->clone();  // a [distill] teacher = "original"
+  // A row per step (with --data): the input model first.
+  std::vector<ScheduleRow> rows;
+  auto measure = [&](int step, const std::string& what) {
+    if (!test_split) return;
+    ScheduleRow r = measure_step(*model, *test_split, o.compare_limit);
+    r.step = step;
+    r.what = what;
+    rows.push_back(r);
+    if (step > 0) {  // the history in the file: the step's last log record says what the model became
+      nlohmann::json log = compression_log(*model);
+      if (!log.empty()) {
+        log.back()["after"] = r.to_json();
+        model->extra_metadata[kCompressionKey] = log;
+      }
+    }
+    if (!o.common.quiet)
+      std::fprintf(stderr, "step %d: %s: top-1 %.2f%%, %lld params\n", step, what.c_str(), 100 * r.top1,
+                   (long long)r.params);
+  };
+  measure(0, "input");
+  std::vector<nlohmann::json> records;
+  TempDir work;
+  for (size_t si = 0; si < stages.size(); ++si) {
+    const Stage& st = stages[si];
+    if (!st.finetune.empty()) {
+      FinetuneContext fc;
+      fc.original = original.get();
+      fc.workdir = cat(work.path(), "/step", si + 1);
+      fc.origin = st.origin;
+      nlohmann::json rec;
+      model = finetune(std::move(model), st.finetune, fc, &rec);
+      records.push_back(rec);
+    } else {
+      for (auto& r : apply_passes(*model, st.specs, ctx, st.origins)) records.push_back(r);
+    }
+    measure(int(si) + 1, st.label);
+  }
   save_model(*model, o.output);
+  if (!o.steps_csv.empty()) write_text_atomic(o.steps_csv, schedule_csv(rows));
   std::optional<CompareResult> cmp;
-  if (original) {
+  if (original && test_split) {
     CompareOptions co;
     co.limit = o.compare_limit;
     co.progress = !o.common.quiet;
@@ -113,12 +198,19 @@ void run_compress(const CompressOpts& o) {
   if (o.common.json) {
     nlohmann::json j{{"model", o.model}, {"output", o.output}, {"passes", records}, {"log", compression_log(*model)}};
     if (cmp) j["compare"] = cmp->to_json();
+    if (!rows.empty()) {
+      nlohmann::json sj = nlohmann::json::array();
+      for (auto& r : rows) sj.push_back(r.to_json());
+      j["steps"] = sj;
+    }
     print_json(j);
     return;
   }
   std::printf("model      %s\n", o.model.c_str());
   for (size_t i = 0; i < records.size(); ++i) print_record(i, records[i]);
   std::printf("output     %s\n", o.output.c_str());
+  if (!rows.empty()) std::printf("\nsteps (first %lld test images)\n%s", (long long)rows[0].images,
+                                 schedule_table(rows).c_str());
   if (cmp) std::printf("\n%s\n", compare_summary(*cmp).c_str());
 }
 
@@ -149,6 +241,9 @@ void register_compress(CLI::App& app) {
                   "With --data: compare the output with the input model on the first N test images (default 1000; "
                   "0: all), as analyze compare does")
       ->check(CLI::NonNegativeNumber);
+  cmd->add_option("--steps-csv", o->steps_csv,
+                  "With --data: write the row of each step (parameters, bytes, MACs, top-1, top-3, batch-1 "
+                  "latency) as CSV");
   add_model_opts(cmd, o->load);
   add_common(cmd, o->common);
   cmd->footer(passes_help());

@@ -11,6 +11,7 @@
 #include "vitkit/compress/pass.h"
 #include "vitkit/core/error.h"
 #include "vitkit/core/toml_text.h"
+#include "vitkit/train/train_config.h"
 
 namespace vitkit {
 
@@ -108,7 +109,37 @@ RecipeOverride parse_override(const toml::table& t, const RecipeStep& step, cons
   return o;
 }
 
+// A fine-tuning step: its tables form a train config without [model].
+RecipeStep parse_finetune_step(const toml::table& t, const std::string& where) {
+  RecipeStep s;
+  const toml::node* f = t.get("finetune");
+  if (!f->is_boolean() || !*f->value<bool>())
+    throw UsageError(cat(where, ": finetune must be true (its settings go in [step.train], [step.data], ...)"));
+  toml::table cfg;
+  for (auto& [k, node] : t) {
+    const std::string key(k.str());
+    if (key == "finetune") continue;
+    if (key != "train" && key != "data" && key != "augment" && key != "distill")
+      throw UsageError(cat(where, ": a finetune step takes [step.train], [step.data], [step.augment] and "
+                                  "[step.distill] tables, not '", key, "'"));
+    if (!node.is_table()) throw UsageError(cat(where, ": ", key, " must be a table ([step.", key, "])"));
+    cfg.insert(key, *node.as_table());
+  }
+  std::ostringstream text;
+  text << cfg << "\n";
+  s.finetune = text.str();
+  if (s.finetune.find_first_not_of(" \n") == std::string::npos) s.finetune = "[train]\n";
+  try {
+    TrainConfig c = parse_train_config(s.finetune, where, true);
+    (void)c;
+  } catch (const Error& e) {
+    throw UsageError(cat(where, ": ", e.what()));
+  }
+  return s;
+}
+
 RecipeStep parse_step(const toml::table& t, const std::string& where) {
+  if (t.get("finetune")) return parse_finetune_step(t, where);
   RecipeStep s;
   const toml::node* pass = t.get("pass");
   const toml::node* spec = t.get("spec");
@@ -251,8 +282,12 @@ std::vector<RecipeSpec> compile_recipe(const Recipe& r, const ViT& m) {
   for (size_t si = 0; si < r.steps.size(); ++si) {
     const RecipeStep& s = r.steps[si];
     const nlohmann::json origin{{"recipe", r.path}, {"step", si + 1}};
+    if (s.is_finetune()) {
+      out.push_back({"", s.finetune, origin});
+      continue;
+    }
     if (s.overrides.empty()) {
-      out.push_back({s.spec(), origin});
+      out.push_back({s.spec(), "", origin});
       continue;
     }
     // The step's layers (its own layers= narrows them), each with its keys or skipped.
@@ -299,7 +334,7 @@ std::vector<RecipeSpec> compile_recipe(const Recipe& r, const ViT& m) {
       keys.emplace_back("layers", anchored_layers(names));
       nlohmann::json o = origin;
       o["layers"] = names.size();
-      out.push_back({spec_text(s.pass, keys), o});
+      out.push_back({spec_text(s.pass, keys), "", o});
     }
   }
   return out;
@@ -307,6 +342,7 @@ std::vector<RecipeSpec> compile_recipe(const Recipe& r, const ViT& m) {
 
 bool recipe_needs_calibration(const Recipe& r) {
   for (const RecipeStep& s : r.steps) {
+    if (s.is_finetune()) continue;
     if (passes_need_calibration({s.spec()})) return true;
     for (const RecipeOverride& o : s.overrides)
       if (!o.skip && passes_need_calibration({spec_text(s.pass, merged(s.keys, o.keys))})) return true;
@@ -318,6 +354,13 @@ std::string recipe_toml(const Recipe& r) {
   std::string s;
   if (!r.description.empty()) s += "description = " + toml_value(r.description) + "\n";
   for (const RecipeStep& st : r.steps) {
+    if (st.is_finetune()) {  // its tables as [step.NAME]
+      s += "\n[[step]]\nfinetune = true\n";
+      std::string t = st.finetune, line;
+      std::istringstream in(t);
+      while (std::getline(in, line)) s += (line.size() > 1 && line[0] == '[' ? "[step." + line.substr(1) : line) + "\n";
+      continue;
+    }
     s += "\n[[step]]\npass = " + toml_value(st.pass) + "\n";
     for (auto& [k, v] : st.keys) s += k + " = " + toml_value(v) + "\n";
     for (const RecipeOverride& o : st.overrides) {

@@ -14,6 +14,19 @@
 //   name = "heads.head"
 //   skip = true                    # leaves the selected layers as they are
 //
+// A fine-tuning step trains the model as the steps before left it, with a
+// train config's tables inside the step (compress/finetune.h):
+//
+//   [[step]]
+//   finetune = true
+//   [step.train]                   # [train] keys: epochs, batch, lr, min_lr, ...
+//   epochs = 1
+//   lr = 2e-4
+//   [step.data]                    # [data] keys: dataset, train_limit, ...
+//   train_limit = 12000
+//   [step.distill]                 # optional: teacher = "original" is the model
+//   teacher = "original"           #   compress started from, or a model file
+//
 // Overrides apply in order (a later one wins where two select a layer). A
 // step with overrides becomes one pass spec per distinct set of keys, each
 // restricted to its layers by an anchored `layers=` list, so the compression
@@ -43,6 +56,10 @@ struct RecipeOverride {
 };
 
 struct RecipeStep {
+  // A fine-tuning step: the train config (TOML text: its [train], [data],
+  // [augment], [distill] tables), validated; pass, keys and overrides empty.
+  std::string finetune;
+  bool is_finetune() const { return !finetune.empty(); }
   std::string pass;
   std::vector<std::pair<std::string, std::string>> keys;  // the step's own pass keys, in file order
   std::vector<RecipeOverride> overrides;
@@ -63,7 +80,8 @@ Recipe parse_recipe(const std::string& text, const std::string& path);
 
 // One compiled spec and where it came from.
 struct RecipeSpec {
-  std::string spec;
+  std::string spec;      // a pass spec, or empty for a fine-tuning step
+  std::string finetune;  // a fine-tuning step's train config (TOML)
   nlohmann::json origin;  // {"recipe": path, "step": 1-based, "override": describe() or absent}
 };
 // The recipe's steps as pass specs for model m (layer names resolved).

@@ -8,9 +8,14 @@ namespace vitkit {
 
 static int g_threads = 0;
 
+// Read once: std::thread::hardware_concurrency() asks the OS each call
+// (several microseconds), and kernels ask for the thread count per call.
 int hardware_threads() {
-  unsigned n = std::thread::hardware_concurrency();
-  return n ? static_cast<int>(n) : 1;
+  static const int n = [] {
+    const unsigned c = std::thread::hardware_concurrency();
+    return c ? static_cast<int>(c) : 1;
+  }();
+  return n;
 }
 
 int num_threads() { return g_threads > 0 ? g_threads : hardware_threads(); }

@@ -188,8 +188,8 @@ static nlohmann::json read_log(const std::map<std::string, std::string>& md, con
   return log;
 }
 
-// Files written before vitkit.layers existed kept a layer's representation
-// only in the log: the round pass's records (the only pass then) say which
+// A file whose layers are all dense f32 has no vitkit.layers. Files written
+// before vitkit.layers existed kept a layer's representation only in the log: the round pass's records (the only pass then) say which
 // layers were rounded and whether their inputs were. Their weights are the
 // f32 grid values.
 static nlohmann::json layers_from_legacy_log(const nlohmann::json& log, const std::string& path) {
@@ -198,6 +198,8 @@ static nlohmann::json layers_from_legacy_log(const nlohmann::json& log, const st
     const nlohmann::json& rec = log[i];
     const std::string name = rec["pass"].get<std::string>();
     const std::string where = cat(path, ": ", kCompressionKey, " record ", i, " (", name, ")");
+    // Passes that leave every layer dense f32 (their shapes are in the config): nothing to rebuild.
+    if (name == "prune-heads" || name == "prune-mlp" || name == "finetune") continue;
     check(name == "round", path, ": ", kCompressionKey, " record ", i, " is from pass '", name,
           "', which this vitkit does not know without vitkit.layers metadata (passes then: round)");
     try {

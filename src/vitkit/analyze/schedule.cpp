@@ -1,0 +1,69 @@
+#include "vitkit/analyze/schedule.h"
+
+#include <algorithm>
+#include <chrono>
+
+#include "vitkit/core/error.h"
+#include "vitkit/model/cost.h"
+#include "vitkit/model/forward.h"
+#include "vitkit/model/linear_apply.h"
+#include "vitkit/report/table.h"
+#include "vitkit/train/evaluate.h"
+
+namespace vitkit {
+
+nlohmann::json ScheduleRow::to_json() const {
+  return {{"step", step},     {"what", what}, {"params", params}, {"bytes", bytes},
+          {"macs", macs},     {"images", images}, {"top1", top1}, {"top3", top3},
+          {"latency_ms", latency_ms}};
+}
+
+ScheduleRow measure_step(const ViT& m, const Dataset& test, int64_t limit, int reps) {
+  ScheduleRow r;
+  const ModelCost c = model_cost(m);
+  r.params = c.params;
+  r.bytes = c.bytes;
+  r.macs = c.macs;
+  auto run = m.clone();
+  pack_linears_for_inference(*run);
+  const EvalResult e = evaluate_dataset(*run, test, limit, 256, false);
+  r.images = e.images;
+  r.top1 = e.top1;
+  r.top3 = e.top3;
+  // One image of zeros: the time does not depend on the values.
+  const Tensor x = Tensor::zeros({1, m.cfg.channels, m.cfg.image_size, m.cfg.image_size});
+  Acts acts;
+  std::vector<double> ms;
+  for (int i = 0; i <= reps; ++i) {
+    const auto t0 = std::chrono::steady_clock::now();
+    vit_predict(*run, x, acts);
+    const double t = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+    if (i > 0) ms.push_back(t);  // the first pass creates the kernels' primitives
+  }
+  std::sort(ms.begin(), ms.end());
+  r.latency_ms = ms.empty() ? 0 : ms[ms.size() / 2];
+  return r;
+}
+
+std::string schedule_csv(const std::vector<ScheduleRow>& rows) {
+  std::string s = "step,what,params,bytes,macs,images,top1,top3,latency_ms\n";
+  for (const ScheduleRow& r : rows) {
+    std::string what = r.what;
+    for (char& ch : what)
+      if (ch == '"') ch = '\'';
+    s += cat(r.step, ",\"", what, "\",", r.params, ",", r.bytes, ",", r.macs, ",", r.images, ",", r.top1, ",", r.top3,
+             ",", r.latency_ms, "\n");
+  }
+  return s;
+}
+
+std::string schedule_table(const std::vector<ScheduleRow>& rows) {
+  Table t({"step", "what", "params", "bytes", "MACs", "top-1", "top-3", "ms (batch 1)"});
+  t.right_align({0, 2, 3, 4, 5, 6, 7});
+  for (const ScheduleRow& r : rows)
+    t.add({std::to_string(r.step), r.what, fmt_int(r.params), fmt_int(r.bytes), fmt_int(r.macs),
+           fmt_fixed(100 * r.top1, 2) + "%", fmt_fixed(100 * r.top3, 2) + "%", fmt_fixed(r.latency_ms, 3)});
+  return t.text();
+}
+
+}  // namespace vitkit
