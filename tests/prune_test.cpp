@@ -582,3 +582,54 @@ TEST(PruneCli, APrunedShippedModelGoesThroughEveryCommand) {
   }
   EXPECT_GT(changed, 0);
 }
+
+// The iterative schedule of the issue as a recipe on the shipped model:
+// prune-heads, fine-tune (distilled from the original), prune-heads again,
+// fine-tune; a row per step (JSON and CSV), the rows in the file's log, the
+// output holding exactly the heads the steps left; the same seed the same file.
+TEST(PruneCli, IterativeRecipeWithFineTuningGivesARowPerStepSlow) {
+  const std::string shipped = test::source_dir() + "/models/vit-tiny-fmnist.safetensors";
+  VITKIT_REQUIRE_FILE(shipped);
+  if (!file_exists(test::fashion_mnist_dir() + "/train-images-idx3-ubyte.gz")) GTEST_SKIP() << "no Fashion-MNIST";
+  const std::string dir = test::temp_dir(), recipe = dir + "/r.toml";
+  const std::string ft =
+      "[[step]]\nfinetune = true\n[step.train]\nepochs = 1\nbatch = 64\nlr = 2e-4\nwarmup_epochs = 0\nseed = 3\n"
+      "[step.data]\ntrain_limit = 384\ntest_limit = 100\n[step.distill]\nteacher = \"original\"\n";
+  write_text_atomic(recipe, "[[step]]\npass = \"prune-heads\"\ncount = 6\n\n" + ft +
+                                "\n[[step]]\npass = \"prune-heads\"\ncount = 6\nscope = \"global\"\n\n" + ft);
+  auto run = [&](const std::string& out) {
+    return test::run_cli("compress " + shipped + " --recipe " + recipe + " --data fashion-mnist --compare-limit 300 " +
+                         "--steps-csv " + out + ".csv -o " + out + " --threads 2 -q --json");
+  };
+  test::CliResult r = run(dir + "/a.safetensors");
+  ASSERT_EQ(r.code, 0) << r.err;
+  const nlohmann::json j = test::parse_json(r);
+  ASSERT_EQ(j["steps"].size(), 5u);  // the input and four steps
+  const int64_t p0 = j["steps"][0]["params"];
+  EXPECT_LT(j["steps"][1]["params"].get<int64_t>(), p0);
+  EXPECT_EQ(j["steps"][2]["params"], j["steps"][1]["params"]) << "fine-tuning keeps the structure";
+  EXPECT_LT(j["steps"][3]["params"].get<int64_t>(), j["steps"][2]["params"].get<int64_t>());
+  for (auto& s : j["steps"]) {
+    EXPECT_EQ(s["images"], 300);
+    EXPECT_GT(s["top3"].get<double>(), s["top1"].get<double>() - 1e-12);
+    EXPECT_GT(s["latency_ms"].get<double>(), 0);
+  }
+  EXPECT_EQ(j["passes"][1]["pass"], "finetune");
+  EXPECT_EQ(j["passes"][1]["config"]["distill"]["teacher"], "original");
+  EXPECT_EQ(j["passes"][1]["history"].size(), 1u);
+  auto m = load_model(dir + "/a.safetensors");
+  int heads = 0;
+  for (int b = 0; b < 6; ++b) heads += m->cfg.block(b).heads;
+  EXPECT_EQ(heads, 24 - 12);
+  const nlohmann::json log = compression_log(*m);
+  ASSERT_EQ(log.size(), 4u);
+  EXPECT_EQ(log[3]["after"]["params"], j["steps"][4]["params"]);
+  EXPECT_EQ(log[3]["after"]["params"], model_cost(*m).params);
+  const std::string csv = read_text_file(dir + "/a.safetensors.csv");
+  EXPECT_EQ(std::count(csv.begin(), csv.end(), '\n'), 6);
+  EXPECT_EQ(csv.rfind("step,what,params,bytes,macs,images,top1,top3,latency_ms", 0), 0u) << csv;
+  // Reproducible: the same seeds, the same weights.
+  r = run(dir + "/b.safetensors");
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_EQ(test::param_values(*load_model(dir + "/b.safetensors")), test::param_values(*m));
+}

@@ -13,6 +13,7 @@
 #include "vitkit/core/file.h"
 #include "vitkit/io/model_io.h"
 #include "vitkit/repr/int.h"
+#include "vitkit/train/train_config.h"
 
 namespace vitkit {
 namespace {
@@ -222,6 +223,50 @@ TEST(Recipe, CliOrderWithPasses) {
   r = test::run_cli("compress " + dir + "/m.safetensors --recipe " + dir + "/bad.toml -o " + dir + "/c.safetensors");
   EXPECT_EQ(r.code, 2);
   EXPECT_NE(r.err.find("--data"), std::string::npos) << r.err;
+}
+
+}  // namespace
+}  // namespace vitkit
+
+namespace vitkit {
+namespace {
+
+// Fine-tuning steps: their tables form a train config without [model],
+// validated with the recipe; they compile to an entry of their own, and the
+// TOML written back parses to the same steps.
+TEST(Recipe, FinetuneStepsAreTrainConfigs) {
+  const std::string text =
+      "[[step]]\npass = \"prune-heads\"\ncount = 2\n\n[[step]]\nfinetune = true\n[step.train]\nepochs = 2\n"
+      "lr = 3e-4\n[step.data]\ntrain_limit = 100\n[step.distill]\nteacher = \"original\"\nalpha = 0.7\n\n"
+      "[[step]]\npass = \"prune\"\nsparsity = 0.5\n";
+  const Recipe r = parse_recipe(text, "r.toml");
+  ASSERT_EQ(r.steps.size(), 3u);
+  ASSERT_TRUE(r.steps[1].is_finetune());
+  const TrainConfig c = parse_train_config(r.steps[1].finetune, "ft", true);
+  EXPECT_EQ(c.epochs, 2);
+  EXPECT_FLOAT_EQ(c.lr, 3e-4f);
+  EXPECT_EQ(c.train_limit, 100);
+  EXPECT_EQ(c.distill.teacher, "original");
+  EXPECT_FLOAT_EQ(c.distill.alpha, 0.7f);
+  auto m = test::random_model(test::small_config(), 1);
+  const std::vector<RecipeSpec> specs = compile_recipe(r, *m);
+  ASSERT_EQ(specs.size(), 3u);
+  EXPECT_EQ(specs[0].spec, "prune-heads:count=2");
+  EXPECT_TRUE(specs[1].spec.empty());
+  EXPECT_EQ(specs[1].finetune, r.steps[1].finetune);
+  EXPECT_EQ(specs[1].origin["step"], 2);
+  const Recipe back = parse_recipe(recipe_toml(r), "back.toml");
+  ASSERT_EQ(back.steps.size(), 3u);
+  EXPECT_EQ(back.steps[1].finetune, r.steps[1].finetune) << recipe_toml(r);
+  EXPECT_FALSE(recipe_needs_calibration(r));
+}
+
+TEST(Recipe, BadFinetuneStepsAreErrorsNamingTheStep) {
+  expect_error("[[step]]\nfinetune = false\n", {"r.toml: step 1", "finetune must be true"});
+  expect_error("[[step]]\nfinetune = true\nepochs = 1\n", {"step 1", "not 'epochs'"});
+  expect_error("[[step]]\nfinetune = true\n[step.train]\nepochs = 0\n", {"step 1", "epochs"});
+  expect_error("[[step]]\nfinetune = true\n[step.train]\nlearning_rate = 1\n", {"step 1", "learning_rate"});
+  expect_error("[[step]]\nfinetune = true\n[step.model]\ndim = 8\n", {"step 1", "not 'model'"});
 }
 
 }  // namespace
