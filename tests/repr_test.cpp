@@ -56,7 +56,8 @@ struct Expect {
   ScaleGranularity granularity = ScaleGranularity::Channel;
   int64_t group = 0;
   bool symmetric = true, static_inputs = false;
-  bool ste() const { return kind != "f32"; }
+  double sparsity = 0;  // sparse only: the share of the layer's weights pruned (L1, per layer)
+  bool ste() const { return kind != "f32" && kind != "sparse"; }
 };
 
 Expect int_layer(int bits, int abits, ScaleGranularity g = ScaleGranularity::Channel, int64_t group = 0,
@@ -82,6 +83,12 @@ struct Variant {
 
 // For parameterized test names and messages.
 void PrintTo(const Variant& v, std::ostream* os) { *os << v.name; }
+
+Expect sparse_layer(const Linear& l, double s) {
+  Expect e{l.block >= 0 ? "sparse" : "f32"};
+  if (l.block >= 0) e.sparsity = s;
+  return e;
+}
 
 // The round pass takes every block's qkv, out_proj, fc1, fc2 (and the layers= ones).
 Expect round2_blocks(const Linear& l) { return l.block >= 0 ? Expect{"round", 2, false} : Expect{}; }
@@ -113,6 +120,10 @@ const std::vector<Variant>& variants() {
        {"quantize:bits=8,granularity=tensor,sym=false,act=static,calib=percentile:99.99"},
        [](const Linear&) { return int_layer(8, 8, ScaleGranularity::Tensor, 0, false, true); },
        64},
+      // The prune pass takes the encoder blocks' layers; 0.3 of them run on
+      // the dense GEMM, 0.8 on the sparse kernel (kernels/sparse.h).
+      {"sparse30", {"prune:sparsity=0.3"}, [](const Linear& l) { return sparse_layer(l, 0.3); }},
+      {"sparse80", {"prune:sparsity=0.8"}, [](const Linear& l) { return sparse_layer(l, 0.8); }},
   };
   return v;
 }
@@ -138,6 +149,14 @@ constexpr double kU = 1.0 / 16777216.0;  // f32's unit roundoff, 2^-24
 // repr/int.h's formula per scale group, test_util's ref_int_weight).
 std::vector<float> ref_weight_values(const Expect& e, const float* W, int out, int in) {
   std::vector<float> r(size_t(in) * size_t(out));
+  if (e.kind == "sparse") {  // the round(s n) smallest |w| zero (ties: the lower index first)
+    std::vector<int64_t> order(r.size());
+    for (size_t i = 0; i < r.size(); ++i) order[i] = int64_t(i), r[i] = W[i];
+    std::stable_sort(order.begin(), order.end(), [&](int64_t a, int64_t b) { return std::fabs(W[a]) < std::fabs(W[b]); });
+    const int64_t k = std::llround(e.sparsity * double(r.size()));
+    for (int64_t i = 0; i < k; ++i) r[size_t(order[size_t(i)])] = 0.f;
+    return r;
+  }
   if (e.kind == "int") {
     const test::RefIntWeight q = test::ref_int_weight(W, out, in, e.bits, e.granularity, e.group, e.symmetric);
     for (size_t i = 0; i < r.size(); ++i) r[i] = q.value(int64_t(i));
@@ -258,10 +277,18 @@ int64_t int_code_bytes(const Expect& e, const Linear& l) {
   return int64_t(dtype_size(int_code_dtype(e))) * l.in * l.out;
 }
 
+// A sparse layer's kept weights: all but round(s n).
+int64_t expected_nnz(const Expect& e, const Linear& l) {
+  const int64_t n = int64_t(l.in) * l.out;
+  return e.kind == "sparse" ? n - std::llround(e.sparsity * double(n)) : n;
+}
+
 // Bytes of a layer's weight tensors in a file: the weight (codes) and, for
-// int, its F32 scales and I32 zero points.
+// int, its F32 scales and I32 zero points; sparse: the bitmap (a bit a weight,
+// rows padded to bytes) and the kept values.
 int64_t weight_file_bytes(const Expect& e, const Linear& l) {
   const int64_t n = int64_t(l.in) * l.out;
+  if (e.kind == "sparse") return int64_t(l.out) * ((l.in + 7) / 8) + 4 * expected_nnz(e, l);
   if (e.kind == "int") return int_code_bytes(e, l) + 4 * int_scales(e, l) * (e.symmetric ? 1 : 2);
   return (e.kind == "bf16" || e.kind == "f16" ? 2 : e.kind == "round" ? 1 : 4) * n;
 }
@@ -380,12 +407,22 @@ TEST_P(ReprTest, BackwardMatchesTheStraightThroughFormulas) {
     const std::vector<float> wr = ref_weight(*dense->linears()[li], e);
     const std::vector<ReprTensor> tr = trainable(*l.repr);
     ASSERT_EQ(tr.size(), l.has_bias ? 2u : 1u) << l.name;
-    EXPECT_EQ(tr[0].role, e.ste() ? "weight_latent" : "weight") << l.name;
+    const bool sparse = e.kind == "sparse";
+    EXPECT_EQ(tr[0].role, e.ste() ? "weight_latent" : sparse ? "values" : "weight") << l.name;
     if (l.has_bias) { EXPECT_EQ(tr[1].role, "bias") << l.name; }
-    // The latent weight starts as the representation's weight.
-    ASSERT_EQ(std::memcmp(tr[0].t.f32(), wr.data(), sizeof(float) * wr.size()), 0) << l.name;
+    // Where each weight's gradient goes: all of W, or a sparse layer's kept
+    // weights (W's nonzeros) in row-major order; -1: pruned, no gradient.
+    std::vector<int64_t> gidx(wr.size());
+    std::vector<float> kept;
+    for (size_t i = 0; i < wr.size(); ++i) {
+      gidx[i] = !sparse || wr[i] != 0.f ? int64_t(kept.size()) : -1;
+      if (gidx[i] >= 0) kept.push_back(wr[i]);
+    }
+    // The latent weight (a sparse layer's values) starts as the representation's weight.
+    ASSERT_EQ(tr[0].t.numel(), int64_t(kept.size())) << l.name;
+    ASSERT_EQ(std::memcmp(tr[0].t.f32(), kept.data(), sizeof(float) * kept.size()), 0) << l.name;
     const std::vector<float> X = normals(rng, M * l.in), dY = normals(rng, M * l.out), dX0 = normals(rng, M * l.in);
-    const std::vector<float> gw0 = normals(rng, int64_t(l.out) * l.in), gb0 = normals(rng, l.out);
+    const std::vector<float> gw0 = normals(rng, int64_t(kept.size())), gb0 = normals(rng, l.out);
     const std::vector<float> T = ref_inputs(e, l, X.data(), M);
     for (bool acc : {false, true}) {
       std::vector<float> dX = dX0, gw = gw0, gb = gb0;  // gradients accumulate: they start non-zero
@@ -404,13 +441,15 @@ TEST_P(ReprTest, BackwardMatchesTheStraightThroughFormulas) {
         }
       for (int j = 0; j < l.out; ++j) {
         for (int k = 0; k < l.in; ++k) {  // dW += dY^T T(X): sums of M terms
-          double want = gw0[size_t(j) * l.in + k], s = std::fabs(want);
+          const int64_t g = gidx[size_t(j) * l.in + k];
+          if (g < 0) continue;
+          double want = gw0[size_t(g)], s = std::fabs(want);
           for (int64_t i = 0; i < M; ++i) {
             const double t = double(dY[size_t(i * l.out + j)]) * T[size_t(i * l.in + k)];
             want += t;
             s += std::fabs(t);
           }
-          sw.check(gw[size_t(j) * l.in + k], want, 2 * sum_bound(M + 1, s),
+          sw.check(gw[size_t(g)], want, 2 * sum_bound(M + 1, s),
                    [&] { return cat(l.name, " d", tr[0].role, "[", j, ",", k, "]"); });
         }
         if (!l.has_bias) continue;
@@ -498,10 +537,11 @@ void train_and_check(const Variant& v, ViT& m, const std::string& prefix, Tensor
       const Expect e = v.expect(*l);
       const int lat = m.params.find(l->tensor_name("weight_latent"));
       const int w = m.params.find(l->weight_name);
-      if (!e.ste()) {
+      if (!e.ste()) {  // the weight (a sparse layer's values) is the parameter
         EXPECT_EQ(lat, -1) << l->name;
-        ASSERT_GE(w, 0) << l->name;
-        EXPECT_TRUE(m.params.info(w).trainable) << l->name;
+        const int p = e.kind == "sparse" ? m.params.find(l->tensor_name("values")) : w;
+        ASSERT_GE(p, 0) << l->name;
+        EXPECT_TRUE(m.params.info(p).trainable) << l->name;
         continue;
       }
       if (training) {
@@ -542,6 +582,11 @@ void train_and_check(const Variant& v, ViT& m, const std::string& prefix, Tensor
     int64_t changed = 0;
     for (int64_t i = 0; i < n; ++i) changed += w[i] != w_before[li][size_t(i)];
     EXPECT_GT(changed, 0) << l.name << ": the step did not change the weight the layer runs";
+    if (e.kind == "sparse") {  // pruned weights stay exactly zero
+      int64_t revived = 0;
+      for (int64_t i = 0; i < n; ++i) revived += w_before[li][size_t(i)] == 0.f && w[i] != 0.f;
+      EXPECT_EQ(revived, 0) << l.name << ": pruned weights became nonzero";
+    }
     if (!e.ste()) continue;
     const Tensor lat = tensor_of(*l.repr, "weight_latent");
     ASSERT_TRUE(lat.defined()) << l.name;
@@ -641,6 +686,20 @@ TEST_P(ReprTest, SaveLoadRoundTripsExactly) {
       ASSERT_NE(ft, nullptr) << name;
       EXPECT_TRUE(same_bytes(rd.read(*ft), st[i].t)) << name << ": the file's tensor is not what the layer stores";
       EXPECT_TRUE(same_bytes(st_back[i].t, st[i].t)) << name << ": the loaded layer stores other bytes";
+    }
+    if (e.kind == "sparse") {  // a bitmap and the kept values instead of a weight
+      EXPECT_EQ(rd.find(l.weight_name), nullptr) << l.name;
+      const StTensor* mk = rd.find(l.tensor_name("mask"));
+      const StTensor* vals = rd.find(l.tensor_name("values"));
+      ASSERT_TRUE(mk && vals) << l.name;
+      EXPECT_EQ(mk->dtype, DType::U8) << l.name;
+      EXPECT_EQ(mk->shape, (Shape{l.out, (l.in + 7) / 8})) << l.name;
+      EXPECT_EQ(vals->dtype, DType::F32) << l.name;
+      EXPECT_EQ(vals->shape, (Shape{expected_nnz(e, l)})) << l.name;
+      weight_bytes += int64_t(mk->end - mk->begin) + int64_t(vals->end - vals->begin);
+      EXPECT_EQ(int64_t(mk->end - mk->begin) + int64_t(vals->end - vals->begin), weight_file_bytes(e, l)) << l.name;
+      dense_weight_bytes += 4 * int64_t(l.in) * l.out;
+      continue;
     }
     const StTensor* w = rd.find(l.weight_name);
     ASSERT_NE(w, nullptr);
@@ -834,9 +893,11 @@ TEST_P(ReprTest, CloneIsIdenticalAndIndependent) {
     before.emplace_back();
     for (const ReprTensor& t : l->repr->tensors()) before.back().push_back(t.t.clone());
   }
-  // Every tensor of the clone zeroed: its layers and its other parameters.
+  // Every tensor of the clone zeroed: its layers and its other parameters (a
+  // sparse layer's positions excepted: zeroed they describe no matrix).
   for (Linear* l : c->linears())
-    for (ReprTensor& t : l->repr->tensors()) std::memset(t.t.raw(), 0, t.t.nbytes());
+    for (ReprTensor& t : l->repr->tensors())
+      if (l->repr->kind() != "sparse" || t.t.dtype() != DType::I32) std::memset(t.t.raw(), 0, t.t.nbytes());
   for (int i = 0; i < c->params.size(); ++i) std::memset(c->params.ptr(i), 0, sizeof(float) * c->params.info(i).numel);
   EXPECT_FALSE(test::bit_equal(vit_predict(*c, x), logits)) << "the clone's tensors were not its own";
   EXPECT_TRUE(test::bit_equal(vit_predict(*m, x), logits)) << "changing the clone changed the original";
@@ -877,10 +938,11 @@ TEST_P(ReprTest, CostsCountTheRepresentation) {
     const int64_t rows = l.kind == LayerKind::Patch ? c.patches() : l.kind == LayerKind::Head ? 1 : c.tokens();
     EXPECT_EQ(lin[li]->repr, e.kind) << l.name;
     EXPECT_EQ(lin[li]->kind, to_string(l.kind)) << l.name;
-    EXPECT_EQ(lin[li]->params, int64_t(l.in) * l.out + (l.has_bias ? l.out : 0)) << l.name;
+    // A sparse layer counts its kept weights only, and the multiplications by them.
+    EXPECT_EQ(lin[li]->params, expected_nnz(e, l) + (l.has_bias ? l.out : 0)) << l.name;
     EXPECT_EQ(lin[li]->bytes, weight_file_bytes(e, l) + (l.has_bias ? 4 * l.out : 0)) << l.name;
     EXPECT_EQ(lin[li]->bytes, l.repr->file_bytes()) << l.name;
-    EXPECT_EQ(lin[li]->macs, rows * l.in * l.out) << l.name;
+    EXPECT_EQ(lin[li]->macs, rows * expected_nnz(e, l)) << l.name;
     bytes += lin[li]->bytes;
     params += lin[li]->params;
   }

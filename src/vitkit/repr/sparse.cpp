@@ -10,50 +10,61 @@
 
 namespace vitkit {
 
+// An I32 tensor of v's values.
+static Tensor i32_tensor(const std::vector<int32_t>& v) {
+  Tensor t = Tensor::empty({int64_t(v.size())}, DType::I32);
+  if (!v.empty()) std::memcpy(t.raw(), v.data(), sizeof(int32_t) * v.size());
+  return t;
+}
+
 SparseLinear::SparseLinear(const float* W, const uint8_t* keep, int in, int out, Tensor bias)
     : LinearRepr(in, out, std::move(bias)) {
-  row_ptr_.assign(size_t(out) + 1, 0);
+  std::vector<int32_t> rp(size_t(out) + 1, 0), col;
   std::vector<float> v;
   for (int o = 0; o < out; ++o) {
     for (int j = 0; j < in; ++j) {
       const int64_t i = int64_t(o) * in + j;
       if (W[i] != 0.f || (keep && keep[i])) {
-        col_.push_back(j);
+        col.push_back(j);
         v.push_back(W[i]);
       }
     }
-    row_ptr_[size_t(o) + 1] = int32_t(col_.size());
+    rp[size_t(o) + 1] = int32_t(col.size());
   }
+  row_ptr_ = i32_tensor(rp);
+  col_ = i32_tensor(col);
   values_ = Tensor::zeros({int64_t(v.size())});
   if (!v.empty()) std::memcpy(values_.f32(), v.data(), sizeof(float) * v.size());
 }
 
-SparseLinear::SparseLinear(int in, int out, Tensor bias, std::vector<int32_t> row_ptr, std::vector<int32_t> col,
-                           Tensor values)
+SparseLinear::SparseLinear(int in, int out, Tensor bias, Tensor row_ptr, Tensor col, Tensor values)
     : LinearRepr(in, out, std::move(bias)), row_ptr_(std::move(row_ptr)), col_(std::move(col)),
-      values_(std::move(values)) {}
+      values_(std::move(values)) {
+  check(row_ptr_.dtype() == DType::I32 && row_ptr_.numel() == int64_t(out) + 1 && col_.dtype() == DType::I32 &&
+            col_.numel() == values_.numel() && rp()[0] == 0 && rp()[out] == values_.numel(),
+        "SparseLinear: inconsistent CSR arrays");
+}
 
 std::string SparseLinear::describe() const {
   return cat("sparse: ", fmt_fixed(100.0 * (1.0 - density()), 1), "% of the weights pruned (", nnz(), " of ", int64_t(in_) * out_,
              " kept)");
 }
 
-static kernels::CsrRef csr_ref(int out, int in, const std::vector<int32_t>& rp, const std::vector<int32_t>& col,
-                               const Tensor& values) {
-  return {out, in, rp.data(), col.data(), values.numel() ? values.f32() : nullptr, values.numel()};
+static kernels::CsrRef csr_view(int out, int in, const int32_t* rp, const int32_t* col, const Tensor& values) {
+  return {out, in, rp, col, values.numel() ? values.f32() : nullptr, values.numel()};
 }
 
 void SparseLinear::expand(float* W) const {
   std::memset(W, 0, sizeof(float) * size_t(in_) * size_t(out_));
   const float* v = values_.f32();
   for (int o = 0; o < out_; ++o)
-    for (int32_t k = row_ptr_[size_t(o)]; k < row_ptr_[size_t(o) + 1]; ++k) W[int64_t(o) * in_ + col_[size_t(k)]] = v[k];
+    for (int32_t k = rp()[o]; k < rp()[o + 1]; ++k) W[int64_t(o) * in_ + cols()[k]] = v[k];
 }
 
 // Y (M, out) = act(X (M, in) W^T + b (+ Y)): sparse where it is faster, dense otherwise.
 void SparseLinear::forward(const float* X, float* Y, int64_t M, Activation act, bool accumulate) const {
   if (kernels::sparse_is_faster(density(), M, in_, out_)) {
-    kernels::sparse_linear(X, csr_ref(out_, in_, row_ptr_, col_, values_), bias(), Y, M, act, accumulate);
+    kernels::sparse_linear(X, csr_view(out_, in_, rp(), cols(), values_), bias(), Y, M, act, accumulate);
     return;
   }
   float* W = thread_scratch_f32(int64_t(in_) * out_, 1);
@@ -76,34 +87,29 @@ void SparseLinear::backward(const float* dY, const float* X, float* dX, int64_t 
   if (!dW) return;
   float* dv = grads[0];
   for (int o = 0; o < out_; ++o)
-    for (int32_t k = row_ptr_[size_t(o)]; k < row_ptr_[size_t(o) + 1]; ++k) dv[k] += dW[int64_t(o) * in_ + col_[size_t(k)]];
+    for (int32_t k = rp()[o]; k < rp()[o + 1]; ++k) dv[k] += dW[int64_t(o) * in_ + cols()[k]];
 }
 
-bool SparseLinear::kept(int o, int j) const {
-  const auto b = col_.begin() + row_ptr_[size_t(o)], e = col_.begin() + row_ptr_[size_t(o) + 1];
-  return std::binary_search(b, e, j);
-}
+bool SparseLinear::kept(int o, int j) const { return std::binary_search(cols() + rp()[o], cols() + rp()[o + 1], j); }
 
 Tensor SparseLinear::bitmap() const {
   const int64_t bytes = (in_ + 7) / 8;
   Tensor t = Tensor::zeros({out_, bytes}, DType::U8);
   uint8_t* p = t.data<uint8_t>();
   for (int o = 0; o < out_; ++o)
-    for (int32_t k = row_ptr_[size_t(o)]; k < row_ptr_[size_t(o) + 1]; ++k) {
-      const int j = col_[size_t(k)];
+    for (int32_t k = rp()[o]; k < rp()[o + 1]; ++k) {
+      const int j = cols()[k];
       p[o * bytes + j / 8] |= uint8_t(1u << (j % 8));
     }
   return t;
 }
 
 // Every tensor held: the values (the parameter), the positions, the bias.
+// Every tensor held: the values (the parameter), the positions, the bias.
 std::vector<ReprTensor> SparseLinear::tensors() const {
-  Tensor rp = Tensor::empty({int64_t(row_ptr_.size())}, DType::I32), cl = Tensor::empty({int64_t(col_.size())}, DType::I32);
-  std::memcpy(rp.raw(), row_ptr_.data(), 4 * row_ptr_.size());
-  if (!col_.empty()) std::memcpy(cl.raw(), col_.data(), 4 * col_.size());
   std::vector<ReprTensor> v{{"values", values_, true, true, true, true},
-                            {"row_ptr", rp, false, false, false, false},
-                            {"col", cl, false, false, false, false}};
+                            {"row_ptr", row_ptr_, false, false, false, false},
+                            {"col", col_, false, false, false, false}};
   add_bias(v);
   return v;
 }
@@ -118,7 +124,8 @@ nlohmann::json SparseLinear::meta() const { return {{"nnz", nnz()}, {"layout", "
 
 std::unique_ptr<LinearRepr> SparseLinear::clone() const {
   return std::unique_ptr<LinearRepr>(
-      new SparseLinear(in_, out_, bias_.defined() ? bias_.clone() : Tensor(), row_ptr_, col_, values_.clone()));
+      new SparseLinear(in_, out_, bias_.defined() ? bias_.clone() : Tensor(), row_ptr_.clone(), col_.clone(),
+                       values_.clone()));
 }
 
 const float* SparseLinear::plain_weight(std::vector<float>& scratch) const {
@@ -149,8 +156,8 @@ std::unique_ptr<LinearRepr> load_sparse_linear(const ReprFile& f) {
   Tensor values = read_checked(f, "values", float_dtypes(), {Shape{nnz}});
   if (values.dtype() != DType::F32) values = values.to(DType::F32);
   values = values.reshape({nnz});
-  return std::unique_ptr<LinearRepr>(new SparseLinear(f.in, f.out, read_bias(f), std::move(row_ptr), std::move(col),
-                                                      std::move(values)));
+  return std::unique_ptr<LinearRepr>(
+      new SparseLinear(f.in, f.out, read_bias(f), i32_tensor(row_ptr), i32_tensor(col), std::move(values)));
 }
 
 }  // namespace vitkit

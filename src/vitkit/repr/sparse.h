@@ -17,6 +17,8 @@
 #include <cstdint>
 #include <vector>
 
+#include "vitkit/core/tensor.h"
+
 #include "vitkit/repr/registry.h"
 
 namespace vitkit {
@@ -49,14 +51,17 @@ class SparseLinear : public LinearRepr {
   Tensor bitmap() const;
 
  private:
-  SparseLinear(int in, int out, Tensor bias, std::vector<int32_t> row_ptr, std::vector<int32_t> col, Tensor values);
+  // row_ptr (out + 1) and col (nnz) I32, values (nnz) F32.
+  SparseLinear(int in, int out, Tensor bias, Tensor row_ptr, Tensor col, Tensor values);
+  const int32_t* rp() const { return row_ptr_.data<int32_t>(); }
+  const int32_t* cols() const { return col_.data<int32_t>(); }
   friend std::unique_ptr<LinearRepr> load_sparse_linear(const ReprFile& f);
   // W (out, in) dense into out.
   void expand(float* out) const;
 
-  std::vector<int32_t> row_ptr_;  // out + 1
-  std::vector<int32_t> col_;      // nnz, ascending within a row
-  Tensor values_;                 // F32 (nnz)
+  Tensor row_ptr_;  // I32 (out + 1)
+  Tensor col_;      // I32 (nnz), ascending within a row
+  Tensor values_;   // F32 (nnz)
 };
 
 std::unique_ptr<LinearRepr> load_sparse_linear(const ReprFile& f);
