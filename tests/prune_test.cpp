@@ -255,7 +255,7 @@ TEST(PruneScores, EntropyIsTheMeanAttentionEntropy) {
     std::memset(blk.qkv.repr->bias(), 0, sizeof(float) * size_t(A));
   }
   for (auto& v : head_attention_entropy(*u, x, false))
-    for (double h : v) EXPECT_NEAR(h, std::log(double(T)), 1e-9);
+    for (double h : v) EXPECT_NEAR(h, std::log(double(T)), 1e-6);  // probabilities in f32
 }
 
 // ---------------------------------------------------------------- passes

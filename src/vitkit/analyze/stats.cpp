@@ -15,29 +15,6 @@
 
 namespace vitkit {
 
-void attention_probs(const float* qkv, int64_t B, int64_t T, int64_t H, int64_t d, float* probs) {
-  const int64_t A = H * d;
-  const double scale = 1.0 / std::sqrt(double(d));
-  std::vector<double> s(static_cast<size_t>(T));
-  for (int64_t b = 0; b < B; ++b)
-    for (int64_t i = 0; i < T; ++i)
-      for (int64_t h = 0; h < H; ++h) {
-        const float* q = qkv + (b * T + i) * 3 * A + h * d;
-        double mx = -INFINITY;
-        for (int64_t j = 0; j < T; ++j) {
-          const float* k = qkv + (b * T + j) * 3 * A + A + h * d;
-          double dot = 0;
-          for (int64_t e = 0; e < d; ++e) dot += double(q[e]) * double(k[e]);
-          s[size_t(j)] = dot * scale;
-          mx = std::max(mx, s[size_t(j)]);
-        }
-        double sum = 0;
-        for (int64_t j = 0; j < T; ++j) sum += (s[size_t(j)] = std::exp(s[size_t(j)] - mx));
-        float* p = probs + ((b * T + i) * H + h) * T;
-        for (int64_t j = 0; j < T; ++j) p[j] = float(s[size_t(j)] / sum);
-      }
-}
-
 namespace {
 
 // Where a value's channel comes from in a (rows, cols) block of values.

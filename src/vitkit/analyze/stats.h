@@ -32,6 +32,7 @@
 #include <vector>
 
 #include "vitkit/core/tensor.h"
+#include "vitkit/kernels/attention.h"
 #include "vitkit/model/vit.h"
 
 namespace vitkit {
@@ -88,8 +89,7 @@ struct StatsResult {
 // Throws Error when the options are out of range or the images do not fit m.
 StatsResult model_stats(const ViT& m, const Tensor& images, const StatsOptions& o = {});
 
-// softmax(q k^T / sqrt(d)) of packed qkv (B, T, 3 H d) as (B, T, H, T):
-// row (b, query), columns (head, key). For tests and model_stats.
-void attention_probs(const float* qkv, int64_t B, int64_t T, int64_t H, int64_t d, float* probs);
+// The attention probabilities (kernels/attention.h), for tests and model_stats.
+using kernels::attention_probs;
 
 }  // namespace vitkit

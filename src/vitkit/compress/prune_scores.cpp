@@ -5,6 +5,7 @@
 
 #include "vitkit/core/error.h"
 #include "vitkit/core/progress.h"
+#include "vitkit/kernels/attention.h"
 #include "vitkit/model/backward.h"
 #include "vitkit/model/forward.h"
 #include "vitkit/train/losses.h"
@@ -124,39 +125,27 @@ TaylorScores taylor_scores(const ViT& m0, const Tensor& images, const std::vecto
 }
 
 // Per block, from the packed qkv (B, T, 3A) the hook sees: for each image,
-// head and query, the entropy of softmax(q . k / sqrt(d)) over the keys.
+// head and query, the entropy -sum p log p of its attention probabilities.
 UnitScores head_attention_entropy(const ViT& m, const Tensor& images, bool progress) {
   check_dense_for_pruning(m, "prune-heads", true);
   const int64_t N = images.dim(0), per = images.numel() / std::max<int64_t>(N, 1), T = m.cfg.tokens();
   UnitScores sum;
   for (const Block& b : m.blocks) sum.emplace_back(size_t(b.shape.heads), 0.0);
   ForwardHooks hooks;
+  std::vector<float> probs;
   hooks.on_attention = [&](int block, const float* qkv, int64_t B) {
     const BlockShape s = m.blocks[size_t(block)].shape;
-    const int64_t H = s.heads, d = s.head_dim, A = s.attn_dim();
-    const double scale = 1.0 / std::sqrt(double(d));
-    std::vector<double> logit(static_cast<size_t>(T));
-    for (int64_t img = 0; img < B; ++img)
-      for (int64_t h = 0; h < H; ++h)
-        for (int64_t t = 0; t < T; ++t) {
-          const float* q = qkv + (img * T + t) * 3 * A + h * d;
-          double mx = -1e300;
-          for (int64_t u = 0; u < T; ++u) {
-            const float* k = qkv + (img * T + u) * 3 * A + A + h * d;
-            double dot = 0;
-            for (int64_t e = 0; e < d; ++e) dot += double(q[e]) * k[e];
-            logit[size_t(u)] = dot * scale;
-            mx = std::max(mx, logit[size_t(u)]);
-          }
-          double z = 0, zl = 0;
-          for (int64_t u = 0; u < T; ++u) {
-            const double e = std::exp(logit[size_t(u)] - mx);
-            z += e;
-            zl += e * (logit[size_t(u)] - mx);
-          }
-          // H(p) = log z - sum p (l - mx), p = e / z
-          sum[size_t(block)][size_t(h)] += std::log(z) - zl / z;
-        }
+    const int64_t H = s.heads;
+    probs.resize(size_t(B * T * H * T));
+    kernels::attention_probs(qkv, B, T, H, s.head_dim, probs.data());  // (B, T, H, T)
+    for (int64_t r = 0; r < B * T; ++r)
+      for (int64_t h = 0; h < H; ++h) {
+        const float* p = probs.data() + (r * H + h) * T;
+        double e = 0;
+        for (int64_t u = 0; u < T; ++u)
+          if (p[u] > 0) e -= double(p[u]) * std::log(double(p[u]));
+        sum[size_t(block)][size_t(h)] += e;
+      }
   };
   Acts acts;
   const int64_t batch = 16;

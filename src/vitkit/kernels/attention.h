@@ -23,6 +23,11 @@ void attention_forward(const float* qkv, float* out, float* lse, int64_t B, int6
 void attention_backward(const float* dout, const float* qkv, const float* out, const float* lse, float* dqkv,
                         int64_t B, int64_t T, int64_t H, int64_t d);
 
+// softmax(q k^T / sqrt(d)) of packed qkv (B, T, 3 H d) as probs (B, T, H, T):
+// row (b, query), columns (head, key); in double, then f32. For analysis
+// (activation statistics, attention entropy) and tests.
+void attention_probs(const float* qkv, int64_t B, int64_t T, int64_t H, int64_t d, float* probs);
+
 // Plain reference: full score matrix, std::exp softmax. For tests.
 void attention_forward_reference(const float* qkv, float* out, int64_t B, int64_t T, int64_t H, int64_t d);
 
