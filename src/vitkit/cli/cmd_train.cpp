@@ -14,6 +14,7 @@
 #include "vitkit/core/error.h"
 #include "vitkit/core/file.h"
 #include "vitkit/core/profile.h"
+#include "vitkit/compress/qat.h"
 #include "vitkit/train/trainer.h"
 
 namespace vitkit::cli {
@@ -21,7 +22,9 @@ namespace vitkit::cli {
 namespace {
 
 struct TrainOpts {
-  std::string config, output, resume, init;
+  std::string config, output, resume, init, qat;
+  bool lsq = false;
+  int64_t calib = 0;
   int epochs = 0, stop_after = 0;
   double max_minutes = 0;
   int64_t limit = 0;
@@ -78,6 +81,11 @@ void run_train(const TrainOpts& o) {
   TrainConfig cfg = load_train_config(o.config, !o.init.empty() || from_checkpoint);
   if (o.epochs > 0) cfg.epochs = o.epochs;
   if (o.limit > 0) cfg.train_limit = o.limit;
+  if (!o.qat.empty()) cfg.qat.spec = o.qat;
+  if (o.lsq) cfg.qat.lsq = true;
+  if (o.calib > 0) cfg.qat.calib = o.calib;
+  if (cfg.qat.enabled() && o.init.empty() && !from_checkpoint)
+    throw UsageError("--qat quantizes a trained model: give it with --init MODEL (or --resume a QAT checkpoint)");
   prof::set_enabled(o.profile);
   std::string out = o.output;
   if (out.empty()) {
@@ -93,6 +101,12 @@ void run_train(const TrainOpts& o) {
     LoadOptions lo;
     lo.quiet_unused = true;  // optimizer state and latent weights: read by resume()
     init = load_model(o.resume, lo);
+  }
+  std::vector<nlohmann::json> qat_records;
+  if (cfg.qat.enabled()) {
+    // A QAT checkpoint holds the quantized layers already: only the training options are set again.
+    if (from_checkpoint) set_qat_options(*init, cfg.qat);
+    else qat_records = quantize_for_qat(*init, cfg, !o.common.quiet);
   }
   const TrainPaths p = TrainPaths::beside(out);
   Trainer t(cfg, p, std::move(init));
@@ -111,7 +125,7 @@ void run_train(const TrainOpts& o) {
                 {"epochs_done", t.epochs_done()}, {"epoch_step", t.epoch_step()},
                 {"steps_per_epoch", t.steps_per_epoch()}, {"checkpoint", p.checkpoint},
                 {"history_csv", p.history_csv}, {"history_json", p.history_json}, {"history", h},
-                {"config", cfg.to_json()}});
+                {"config", cfg.to_json()}, {"qat_passes", qat_records}});
     return;
   }
   if (finished) std::printf("model      %s\n", out.c_str());
@@ -150,6 +164,16 @@ void register_train(CLI::App& app) {
   cmd->add_option("--max-minutes", o->max_minutes,
                   "Stop once this much time has passed, after the current step (checkpoint written; "
                   "--resume continues exactly, mid-epoch too)")
+      ->check(CLI::PositiveNumber);
+  cmd->add_option("--qat", o->qat,
+                  "Quantization-aware training of the --init model: a quantize spec (quantize:bits=4,abits=4 or "
+                  "bits=4,abits=4, as compress --pass) or a recipe file (.toml); the output is the quantized model "
+                  "(also [qat] spec in the config)");
+  cmd->add_flag("--lsq", o->lsq,
+                "With --qat: learned step sizes (LSQ): weight scales and static input scales trained too");
+  cmd->add_option("--calib", o->calib,
+                  "With --qat: calibration images for static input scales, class-balanced from the train split "
+                  "(default 512)")
       ->check(CLI::PositiveNumber);
   cmd->add_flag("--profile", o->profile, "Print where the time went, per op (stderr)");
   add_common(cmd, o->common);

@@ -374,9 +374,15 @@ FileContents model_file_contents(const ViT& m, bool checkpoint, DType dtype) {
   auto add = [&](const std::string& name, const Tensor& t) {
     fc.tensors.emplace_back(name, dtype != DType::F32 && t.dtype() == DType::F32 ? t.to(dtype) : t);
   };
-  // A layer's tensors, the weight in its file shape (conv_proj's (D, C, p, p)).
+  // A layer's tensors, the weight in its file shape (conv_proj's (D, C, p, p)):
+  // what a model file stores, and in a checkpoint the training state too
+  // (latent weights, learned scales), so that a checkpoint loads as a model.
   auto add_layer = [&](const Linear& l) {
-    for (const ReprTensor& t : checkpoint ? l.repr->tensors() : l.repr->stored()) {
+    std::vector<ReprTensor> ts = l.repr->stored();
+    if (checkpoint)
+      for (const ReprTensor& t : l.repr->tensors())
+        if (!t.in_model_file) ts.push_back(t);
+    for (const ReprTensor& t : ts) {
       if (!checkpoint && !t.in_model_file) continue;
       const bool reshape = t.role == "weight" && t.t.numel() == shape_numel(l.weight_shape);
       add(l.tensor_name(t.role), reshape ? t.t.reshape(l.weight_shape) : t.t);

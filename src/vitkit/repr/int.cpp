@@ -173,7 +173,9 @@ IntLinear::IntLinear(int in, int out, Tensor bias, const IntFormat& f, Tensor co
 }
 
 // Per scale group: the scale, zero point and codes of its values (int.h's formula).
-void IntLinear::set_weight(const float* W) {
+void IntLinear::set_weight(const float* W) { quantize_weight(W, lsq_ && training() ? scales_.f32() : nullptr); }
+
+void IntLinear::quantize_weight(const float* W, const float* given) {
   const int b = f_.bits, qmax_s = (1 << (b - 1)) - 1, qmax_u = (1 << b) - 1;
   const int64_t n_scales = scale_count(f_, in_, out_), G = groups();
   const int64_t L = f_.granularity == ScaleGranularity::Tensor ? int64_t(in_) * out_ : in_ / G;
@@ -189,9 +191,13 @@ void IntLinear::set_weight(const float* W) {
       for (int64_t i = 0; i < L; ++i)
         q[size_t(i)] = int32_t(std::clamp(std::nearbyint(std::ldexp(w[i], f_.frac)), float(-qmax_s - 1), float(qmax_s)));
     } else if (f_.symmetric) {
-      float amax = 0.f;
-      for (int64_t i = 0; i < L; ++i) amax = std::max(amax, std::fabs(w[i]));
-      if (amax > 0) s = amax / float(qmax_s);
+      if (given) {
+        s = given[c];
+      } else {
+        float amax = 0.f;
+        for (int64_t i = 0; i < L; ++i) amax = std::max(amax, std::fabs(w[i]));
+        if (amax > 0) s = amax / float(qmax_s);
+      }
       for (int64_t i = 0; i < L; ++i)
         q[size_t(i)] = int32_t(std::clamp(std::nearbyint(w[i] / s), float(-qmax_s), float(qmax_s)));
     } else {
@@ -363,8 +369,129 @@ int64_t IntLinear::resident_bytes() const {
 std::unique_ptr<LinearRepr> IntLinear::clone() const {
   auto c = std::make_unique<IntLinear>(in_, out_, bias_.defined() ? bias_.clone() : Tensor(), f_, codes().clone(),
                                        scales_.clone(), zeros_.defined() ? zeros_.clone() : Tensor());
+  c->lsq_ = lsq_;
+  if (wscale_latent_.defined()) c->wscale_latent_ = wscale_latent_.clone();
+  if (iscale_latent_.defined()) c->iscale_latent_ = iscale_latent_.clone();
   copy_training_state(*c);
   return c;
+}
+
+// ---- quantization-aware training -------------------------------------------------
+
+void IntLinear::set_lsq(bool on) {
+  if (on) {
+    check(!f_.fixed() && f_.afrac < 0, "int: learned step sizes (lsq) need scales that may change, not the fixed-point "
+          "format's powers of two");
+    check(f_.symmetric, "int: learned step sizes (lsq) need symmetric weights (sym=true), not zero points");
+  }
+  check(!training() || on == lsq_, "int: set_lsq while training");
+  lsq_ = on;
+}
+
+void IntLinear::begin_training() {
+  if (training()) return;
+  SteRepr::begin_training();
+  if (!lsq_) return;
+  wscale_latent_ = scales_.clone();
+  if (f_.static_inputs) {
+    iscale_latent_ = Tensor::empty({1});
+    iscale_latent_.f32()[0] = f_.in_scale;
+  }
+}
+
+void IntLinear::end_training() {
+  SteRepr::end_training();
+  wscale_latent_ = Tensor();
+  iscale_latent_ = Tensor();
+}
+
+// Scales below this are raised to it after a step (a step size must stay positive).
+static constexpr float kMinScale = 1e-8f;
+
+void IntLinear::apply_learned_scales() {
+  float* ws = wscale_latent_.f32();
+  for (int64_t c = 0; c < wscale_latent_.numel(); ++c) {
+    check(std::isfinite(ws[c]), "int: a learned weight scale became ", ws[c]);
+    ws[c] = std::max(ws[c], kMinScale);
+    scales_.f32()[c] = ws[c];
+  }
+  if (iscale_latent_.defined()) {
+    float& s = iscale_latent_.f32()[0];
+    check(std::isfinite(s), "int: the learned input scale became ", s);
+    s = std::max(s, kMinScale);
+    f_.in_scale = s;
+  }
+}
+
+void IntLinear::after_step() {
+  if (!training()) return;
+  if (lsq_) apply_learned_scales();
+  set_weight(latent_.f32());
+}
+
+std::vector<ReprTensor> IntLinear::training_tensors() const {
+  std::vector<ReprTensor> v;
+  if (wscale_latent_.defined()) v.push_back({"weight_scale_latent", wscale_latent_, true, true, false, false});
+  if (iscale_latent_.defined()) v.push_back({"input_scale_latent", iscale_latent_, true, true, false, false});
+  return v;
+}
+
+// Straight-through gradients with clipping, and LSQ's scale gradients (int.h).
+void IntLinear::backward(const float* dY, const float* X, float* dX, int64_t M, bool accumulate,
+                         float* const* grads) const {
+  check(training(), "an 'int' layer's backward needs begin_training() first");
+  std::vector<float> wbuf;
+  const float* W = plain_weight(wbuf);  // w^ (out, in)
+  float* g_latent = grads[0];
+  float* g_wscale = wscale_latent_.defined() ? grads[1] : nullptr;
+  float* g_iscale = iscale_latent_.defined() ? grads[2] : nullptr;
+  float* g_bias = bias_.defined() ? grads[1 + training_tensors().size()] : nullptr;
+  const int64_t in = in_, out = out_;
+  // ---- the input: dX (M, in) = dY W^, zero where a static input was clipped
+  const bool clip_inputs = f_.abits > 0 && f_.static_inputs;
+  if (dX && !clip_inputs) {
+    kernels::gemm(false, false, M, in, out, 1.f, dY, out, W, in, accumulate ? 1.f : 0.f, dX, in);
+  } else if (dX || g_iscale) {
+    float* G = thread_scratch_f32(M * in, 1);  // d loss / d x^
+    kernels::gemm(false, false, M, in, out, 1.f, dY, out, W, in, 0.f, G, in);
+    const float s = f_.in_scale;
+    const double z = f_.in_zero, hi = double((1 << f_.abits) - 1);
+    double gs = 0;
+    for (int64_t i = 0; i < M * in; ++i) {
+      const double v = double(X[i]) / s + z;  // the code before rounding and clipping
+      const bool inside = v >= 0 && v <= hi;
+      if (dX) dX[i] = (accumulate ? dX[i] : 0.f) + (inside ? G[i] : 0.f);
+      if (g_iscale) {
+        const double q = std::clamp(std::nearbyint(double(X[i]) / s) + z, 0.0, hi);
+        gs += double(G[i]) * ((q - z) - (inside ? double(X[i]) / s : 0.0));
+      }
+    }
+    if (g_iscale) g_iscale[0] += float(gs / std::sqrt(double(in) * hi));
+  }
+  // ---- the weight: d latent (out, in) = dY^T x^, zero where a weight was clipped
+  const bool clip_weights = lsq_ || f_.fixed();
+  if (g_latent && !clip_weights) {
+    kernels::gemm(true, false, out, in, M, 1.f, dY, out, product_input(X, M), in, 1.f, g_latent, in);
+  } else if (g_latent || g_wscale) {
+    std::vector<float> G(size_t(out * in));
+    kernels::gemm(true, false, out, in, M, 1.f, dY, out, product_input(X, M), in, 0.f, G.data(), in);
+    const int qmax = (1 << (f_.bits - 1)) - 1;
+    const double lo = f_.fixed() ? -qmax - 1 : -qmax, hi = qmax;
+    const int64_t L = f_.granularity == ScaleGranularity::Tensor ? in * out : in / groups();
+    const float* w = latent_.f32();
+    for (int64_t c = 0; c < scales_.numel(); ++c) {
+      const double s = scales_.f32()[c];
+      double gs = 0;
+      for (int64_t i = c * L; i < (c + 1) * L; ++i) {
+        const double v = double(w[i]) / s;
+        const bool inside = v >= lo && v <= hi;
+        if (g_latent && inside) g_latent[i] += G[size_t(i)];
+        if (g_wscale) gs += double(G[size_t(i)]) * (std::clamp(std::nearbyint(v), lo, hi) - (inside ? v : 0.0));
+      }
+      if (g_wscale) g_wscale[c] += float(gs / std::sqrt(double(L) * hi));
+    }
+  }
+  if (g_bias) bias_backward(dY, M, g_bias);
 }
 
 std::unique_ptr<LinearRepr> load_int_linear(const ReprFile& f) {

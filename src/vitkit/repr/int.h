@@ -21,6 +21,14 @@
 // the widths, granularity and static input scale are the layer's metadata.
 // Trains through an f32 latent weight (quantization-aware training): the
 // weight and its scales are derived again from it after every step.
+// Gradients go straight through the rounding and are zero where a value was
+// clipped (a weight outside its scale's range, an input outside the static
+// input range). With learned step sizes (set_lsq, LSQ: Esser et al. 2020) the
+// weight scales and the static input scale are parameters of the run too:
+//   v = w / s, q = clamp(round(v), -Qn, Qp), w^ = s q   (inputs: s (q - z))
+//   d w^/d w = 1 inside [-Qn, Qp], else 0
+//   d w^/d s = q - v inside, q (= -Qn or Qp) outside,   scaled by 1 / sqrt(N Qp)
+// (N: the values sharing the scale; an input scale's N is the layer's inputs).
 #pragma once
 #include <memory>
 #include <string>
@@ -78,8 +86,22 @@ class IntLinear : public SteRepr {
   // Whether forward runs on the integer kernels (else the exact simulation or f32).
   bool on_integer_kernels() const { return packed_ != nullptr; }
 
+  // ---- quantization-aware training
+  // Learned step sizes from the next begin_training(): the weight scales (and
+  // the static input scale) start from the current ones and are trained.
+  // Error for formats whose scales are fixed (fixed point, zero-point weights).
+  void set_lsq(bool on);
+  bool lsq() const { return lsq_; }
+  void begin_training() override;
+  void after_step() override;
+  void end_training() override;
+  // grads: {d latent (out, in), [d weight scales, [d input scale]] (with LSQ), d bias}.
+  void backward(const float* dY, const float* X, float* dX, int64_t M, bool accumulate,
+                float* const* grads) const override;
+
  protected:
   std::vector<ReprTensor> own_tensors() const override;
+  std::vector<ReprTensor> training_tensors() const override;
   void set_weight(const float* W) override;
   // The inputs as the product sees them: s (q - z), or X (abits 0).
   const float* product_input(const float* X, int64_t M) const override;
@@ -92,7 +114,15 @@ class IntLinear : public SteRepr {
   // replaces the plain codes (memory holds one copy of the weight).
   void prepare();
   void round_bias();
+  // Codes from W (out, in) with the given scales (n_scales, symmetric formats),
+  // or with scales from each group's range (null).
+  void quantize_weight(const float* W, const float* scales);
+  // The learned scales made positive and applied (LSQ, after a step).
+  void apply_learned_scales();
   IntFormat f_;
+  bool lsq_ = false;
+  Tensor wscale_latent_;  // F32 (n_scales): learned weight scales (LSQ, training only)
+  Tensor iscale_latent_;  // F32 (1): learned static input scale (LSQ with static inputs)
   Tensor codes_;   // I8 / U8 (bits <= 8), I16 or I32 (out, in); undefined while packed_ holds them
   Tensor scales_;  // F32
   Tensor zeros_;   // I32, or undefined (symmetric)

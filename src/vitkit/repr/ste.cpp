@@ -21,7 +21,10 @@ void SteRepr::after_step() {
 
 std::vector<ReprTensor> SteRepr::tensors() const {
   std::vector<ReprTensor> v = own_tensors();
-  if (latent_.defined()) v.push_back({"weight_latent", latent_, true, true, true, false});
+  if (latent_.defined()) {
+    v.push_back({"weight_latent", latent_, true, true, true, false});
+    for (ReprTensor& t : training_tensors()) v.push_back(std::move(t));
+  }
   add_bias(v);
   return v;
 }
@@ -35,7 +38,7 @@ void SteRepr::backward(const float* dY, const float* X, float* dX, int64_t M, bo
   if (dX) kernels::gemm(false, false, M, in_, out_, 1.f, dY, out_, W, in_, accumulate ? 1.f : 0.f, dX, in_);
   // dlatent (out, in) += dY^T T(X)
   if (grads[0]) kernels::gemm(true, false, out_, in_, M, 1.f, dY, out_, product_input(X, M), in_, 1.f, grads[0], in_);
-  if (bias_.defined()) bias_backward(dY, M, grads[1]);
+  if (bias_.defined()) bias_backward(dY, M, grads[1 + training_tensors().size()]);
 }
 
 void SteRepr::copy_training_state(SteRepr& to) const {

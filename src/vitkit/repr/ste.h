@@ -20,7 +20,8 @@ class SteRepr : public LinearRepr {
   void after_step() override;
   void end_training() override { latent_ = Tensor(); }
   bool training() const { return latent_.defined(); }
-  // The own tensors, then the latent weight while training, then the bias.
+  // The own tensors, then while training the latent weight and training_tensors(),
+  // then the bias.
   std::vector<ReprTensor> tensors() const final;
   void backward(const float* dY, const float* X, float* dX, int64_t M, bool accumulate,
                 float* const* grads) const override;
@@ -28,6 +29,10 @@ class SteRepr : public LinearRepr {
  protected:
   // The representation's own tensors (the bias not included).
   virtual std::vector<ReprTensor> own_tensors() const = 0;
+  // Further trainable tensors of a training run (learned quantization scales),
+  // listed after the latent weight while training; their gradients follow the
+  // latent weight's in backward()'s grads, the bias's last.
+  virtual std::vector<ReprTensor> training_tensors() const { return {}; }
   // Sets the weight from f32 values W (out, in): R above.
   virtual void set_weight(const float* W) = 0;
   // T(X) for X (M, in): X itself by default, or a transformed copy in scratch.

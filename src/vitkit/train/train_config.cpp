@@ -65,9 +65,9 @@ TrainConfig parse_train_config(const std::string& text, const std::string& name,
     throw UsageError(cat(name, ":", e.source().begin.line, ": TOML error: ", e.description()));
   }
   for (auto& [k, v] : root)
-    if (!std::set<std::string>{"model", "data", "train", "augment", "distill"}.count(std::string(k.str())))
+    if (!std::set<std::string>{"model", "data", "train", "augment", "distill", "qat"}.count(std::string(k.str())))
       throw UsageError(cat(name, ": unknown section or key '", k.str(), "' (line ", v.source().begin.line,
-                           "); expected [model], [data], [train], [augment], [distill]"));
+                           "); expected [model], [data], [train], [augment], [distill], [qat]"));
   TrainConfig c;
   c.source = text;
   // [model]: ViTConfig keys (model/config.h), preset first. Optional when
@@ -127,6 +127,14 @@ TrainConfig parse_train_config(const std::string& text, const std::string& name,
   di.get("temperature", c.distill.temperature);
   di.finish();
 
+  Reader qa{section(root, "qat", name), name + " [qat]", {}};
+  qa.get("spec", c.qat.spec);
+  qa.get("lsq", c.qat.lsq);
+  qa.get("calib", c.qat.calib);
+  qa.finish();
+  if (root.contains("qat") && c.qat.spec.empty())
+    throw UsageError(cat(name, " [qat]: give spec = \"quantize:bits=...\" (or a recipe file)"));
+
   auto need = [&](bool ok, const std::string& msg) {
     if (!ok) throw UsageError(cat(name, ": ", msg));
   };
@@ -145,6 +153,7 @@ TrainConfig parse_train_config(const std::string& text, const std::string& name,
   need(c.augment.hflip >= 0 && c.augment.hflip <= 1, "[augment] hflip must be in [0, 1]");
   need(c.distill.alpha >= 0 && c.distill.alpha <= 1, "[distill] alpha must be in [0, 1]");
   need(c.distill.temperature > 0, "[distill] temperature must be > 0");
+  need(c.qat.calib >= 1 && c.qat.calib <= 1000000, "[qat] calib must be in 1..1000000");
   return c;
 }
 
@@ -162,7 +171,8 @@ nlohmann::json TrainConfig::to_json() const {
                      {"beta1", opt.beta1}, {"beta2", opt.beta2}, {"eps", opt.eps},
                      {"label_smoothing", label_smoothing}, {"clip_grad", clip_grad}, {"seed", seed}}},
           {"augment", {{"crop_padding", augment.crop_padding}, {"hflip", augment.hflip}}},
-          {"distill", {{"teacher", distill.teacher}, {"alpha", distill.alpha}, {"temperature", distill.temperature}}}};
+          {"distill", {{"teacher", distill.teacher}, {"alpha", distill.alpha}, {"temperature", distill.temperature}}},
+          {"qat", {{"spec", qat.spec}, {"lsq", qat.lsq}, {"calib", qat.calib}}}};
 }
 
 }  // namespace vitkit

@@ -5,6 +5,7 @@
 //              beta1, beta2, eps, label_smoothing, clip_grad, seed, eval_every
 //   [augment]  crop_padding, hflip
 //   [distill]  teacher, alpha, temperature        (optional)
+//   [qat]      spec (a quantize pass spec or a recipe file), lsq, calib   (optional)
 #pragma once
 #include <cstdint>
 #include <nlohmann/json.hpp>
@@ -26,6 +27,15 @@ struct DistillConfig {
   float temperature = 4.f;
 };
 
+// Quantization-aware training (compress/qat.h): the --init model quantized by
+// `spec` before training, then trained through its quantizers.
+struct QatConfig {
+  std::string spec;   // "quantize:bits=4,abits=4" (or "bits=4,abits=4"), or a recipe file (.toml); empty: off
+  bool lsq = false;   // learned step sizes (weight scales and static input scales)
+  int64_t calib = 512;  // calibration images (class-balanced, from the train split) for static inputs
+  bool enabled() const { return !spec.empty(); }
+};
+
 struct TrainConfig {
   ViTConfig model;
   std::string data = "fashion-mnist", train_split = "train", test_split = "test";
@@ -41,6 +51,7 @@ struct TrainConfig {
   int eval_every = 1;  // epochs between test evaluations (the last epoch always)
   AugmentConfig augment;
   DistillConfig distill;
+  QatConfig qat;
   std::string source;  // the TOML text, kept in checkpoints
   bool has_model = true;  // the file has a [model] section (without one, --init must give the model)
 

@@ -301,6 +301,14 @@ void Trainer::save_checkpoint() const {
   write_safetensors(paths_.checkpoint, entries, fc.metadata);
 }
 
+// A layers metadata without what training learns (static input scales with
+// learned step sizes, derived from their latent parameters on resuming).
+static nlohmann::json without_learned(nlohmann::json layers) {
+  for (auto& [name, entry] : layers.items())
+    if (entry.is_object()) entry.erase("in_scale");
+  return layers;
+}
+
 void Trainer::resume(const std::string& path) {
   SafetensorsReader r(path);
   resumed_from_ = path;
@@ -313,7 +321,7 @@ void Trainer::resume(const std::string& path) {
     check(config_to_json(saved) == config_to_json(model_->cfg), path,
           ": the checkpoint's model config differs from the train config's");
     const std::string layers = md.count(kLayersKey) ? md[kLayersKey] : "{}";
-    check(nlohmann::json::parse(layers) == layers_metadata(*model_), path,
+    check(without_learned(nlohmann::json::parse(layers)) == without_learned(layers_metadata(*model_)), path,
           ": the checkpoint's layers (", kLayersKey, " ", layers, ") differ from the model's (",
           layers_metadata(*model_).dump(), "): resume with the --init model the run started from");
     for (int i = 0; i < model_->params.size(); ++i) {
