@@ -299,6 +299,30 @@ TEST(QatModel, TheLastStepsForwardIsTheSavedModelsBitForBit) {
   for (const Linear* l : loaded->linears()) EXPECT_EQ(l->repr->kind(), "int") << l->name;
 }
 
+// A recipe gives QAT the same per-layer formats as compress --recipe; one
+// with a fine-tuning step is refused (the training is the QAT run's own).
+TEST(QatModel, RecipesQuantizeAsCompressDoes) {
+  const std::string dir = test::temp_dir();
+  write_text_atomic(dir + "/mix.toml", "[[step]]\npass = \"quantize\"\nbits = 8\n[[step.override]]\n"
+                                       "kind = [\"fc1\", \"fc2\"]\nbits = 4\n");
+  TrainConfig cfg;
+  cfg.qat.spec = dir + "/mix.toml";
+  cfg.qat.lsq = true;
+  auto m = test::init_model(config(), 11);
+  EXPECT_EQ(quantize_for_qat(*m, cfg, false).size(), 2u);  // one spec per distinct set of keys
+  for (const Linear* l : m->linears()) {
+    const auto* il = dynamic_cast<const IntLinear*>(l->repr.get());
+    ASSERT_NE(il, nullptr) << l->name;
+    EXPECT_EQ(il->format().bits, l->kind == LayerKind::Fc1 || l->kind == LayerKind::Fc2 ? 4 : 8) << l->name;
+    EXPECT_TRUE(il->lsq()) << l->name;
+  }
+  write_text_atomic(dir + "/ft.toml", "[[step]]\npass = \"quantize\"\nbits = 4\n[[step]]\nfinetune = true\n"
+                                      "[step.train]\nepochs = 1\n");
+  cfg.qat.spec = dir + "/ft.toml";
+  auto m2 = test::init_model(config(), 11);
+  EXPECT_THROW(quantize_for_qat(*m2, cfg, false), UsageError);
+}
+
 TEST(QatModel, SpecsTheModelCannotTakeAreClearErrors) {
   TrainConfig cfg;
   auto m = test::init_model(config(), 11);
@@ -328,9 +352,10 @@ TEST(QatModel, SpecsTheModelCannotTakeAreClearErrors) {
 
 // ---------------------------------------------------------------- the CLI on real data
 
-std::string fmnist_config(const std::string& dir, int epochs, int64_t limit) {
+std::string fmnist_config(const std::string& dir, int epochs, int64_t limit, const std::string& teacher = "") {
   const std::string path = dir + "/qat.toml";
-  write_text_atomic(path, cat("[data]\ndataset = \"fashion-mnist\"\ntrain_limit = ", limit,
+  const std::string distill = teacher.empty() ? "" : "[distill]\nteacher = \"" + teacher + "\"\nalpha = 0.5\n";
+  write_text_atomic(path, distill + cat("[data]\ndataset = \"fashion-mnist\"\ntrain_limit = ", limit,
                               "\ntest_limit = 1000\n[train]\nepochs = ", epochs,
                               "\nbatch = 64\nlr = 1e-4\nmin_lr = 1e-6\nwarmup_epochs = 0\nweight_decay = 0.0\n"
                               "label_smoothing = 0.1\nclip_grad = 1.0\nseed = 3\neval_every = 100\n"
@@ -374,7 +399,7 @@ TEST(QatCli, AShortRunImprovesALowBitModelOverItsPtqStartSlow) {
   EXPECT_EQ(r.code, 0) << r.err;
 }
 
-// Two epochs in one run, and the same in two runs (stop after epoch 1, then
+// Two epochs of QAT distilled from the float model in one run, and the same in two runs (stop after epoch 1, then
 // --resume, once from the checkpoint alone and once with --init given again:
 // the quantization is then redone and the learned scales come from the
 // checkpoint): the same model file, byte for byte.
@@ -382,7 +407,7 @@ TEST(QatCli, ResumeContinuesExactlySlow) {
   const std::string shipped = test::source_dir() + "/models/vit-tiny-fmnist.safetensors";
   VITKIT_REQUIRE_FILE(shipped);
   VITKIT_REQUIRE_FILE(test::fashion_mnist_dir() + "/train-images-idx3-ubyte.gz");
-  const std::string dir = test::temp_dir(), cfg = fmnist_config(dir, 2, 384);
+  const std::string dir = test::temp_dir(), cfg = fmnist_config(dir, 2, 384, shipped);  // distilled from the float model
   const std::string qat = " --qat bits=4,abits=4,act=static,calib=minmax --lsq --calib 64 --threads 2 -q";
   test::CliResult r = test::run_cli("train --config " + cfg + " --init " + shipped + qat + " -o " + dir + "/a.safetensors");
   ASSERT_EQ(r.code, 0) << r.err;

@@ -208,8 +208,11 @@ nlohmann::json quantize_model(ViT& m, const QuantizeOptions& o, const PassContex
     }
     if (att_blocks.empty()) throw UsageError("quantize: attention=true, but layers= selects no block's qkv layer");
   }
+  // The format every layer got (per-layer input scales and fixed-point fracs in input_ranges).
+  nlohmann::json format = o.format.to_json();
+  if (o.static_inputs) format["inputs"] = "static";
   nlohmann::json rec{{"layers", layers},
-                     {"format", o.format.to_json()},
+                     {"format", format},
                      {"weights", weights},
                      {"bytes_before", bytes_before},
                      {"bytes_after", bytes_after},
