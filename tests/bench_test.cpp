@@ -128,7 +128,7 @@ TEST(Bench, BadFlagsAreUsageErrors) {
            {" --reps 0", "--reps"},
            {" --warmup -1", "--warmup"},
            {" --batch 0", "--batch"},
-           {" --threads 0", "--threads"},
+           {" --threads -1", "--threads"},
            {" --json --format csv", "--json"},
            {" --sub-batch -1", "--sub-batch"},
            {" --train --sub-batch 2", "--sub-batch"},

@@ -20,6 +20,7 @@
 #include "test_util.h"
 #include "vitkit/train/evaluate.h"
 #include "vitkit/model/cost.h"
+#include "vitkit/core/error.h"
 #include "vitkit/core/file.h"
 #include "vitkit/core/npy.h"
 #include "vitkit/core/rng.h"
@@ -442,4 +443,59 @@ TEST(Threads, CliThreadsFlagIsHonoured) {
                 now() - w0, busy, ticks.c_str());
     EXPECT_EQ(busy, n);
   }
+}
+
+// Every option that names a file to write is checked when the command line is
+// parsed: a missing or unwritable directory, a directory, an empty path are
+// usage errors naming the flag before any work (a train run does not start
+// its epoch, so no checkpoint appears).
+TEST(CliArgs, OutputPathsAreCheckedBeforeAnyWork) {
+  const std::string shipped = test::source_dir() + "/models/vit-tiny-fmnist.safetensors";
+  const std::string cfg = test::source_dir() + "/configs/qat/qat-fmnist.toml", dir = test::temp_dir();
+  struct Case {
+    std::string args, flag, words;
+  };
+  const std::string gone = "/nonexistent-vitkit-dir/out";
+  for (const Case& c : std::vector<Case>{
+           {"train --config " + cfg + " --init " + shipped + " -o " + gone + ".safetensors", "--output", "does not exist"},
+           {"compress " + shipped + " --pass f16 -o " + dir, "--output", "is a directory"},
+           {"compress " + shipped + " --pass f16 -o ''", "--output", "empty"},
+           {"compress " + shipped + " --pass f16 -o " + dir + "/c.safetensors --steps-csv " + gone + ".csv",
+            "--steps-csv", "does not exist"},
+           {"predict " + shipped + " --input x.npy -o " + gone + ".npy", "--output", "does not exist"},
+           {"bench vit_b_16 -o " + gone + ".txt", "--output", "does not exist"},
+           {"import " + shipped + " -o " + gone + ".safetensors", "--output", "does not exist"},
+           {"analyze stats " + shipped + " --data fashion-mnist --csv " + gone + ".csv", "--csv", "does not exist"},
+           {"analyze reuse " + shipped + " --plot " + dir, "--plot", "is a directory"}}) {
+    const auto t0 = std::chrono::steady_clock::now();
+    test::CliResult r = test::run_cli(c.args + " -q");
+    const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    EXPECT_NE(r.code, 0) << c.args;
+    EXPECT_NE(r.err.find(c.flag), std::string::npos) << c.args << ": " << r.err;
+    EXPECT_NE(r.err.find(c.words), std::string::npos) << c.args << ": " << r.err;
+    EXPECT_LT(secs, 5.0) << c.args << ": the check came after work";
+  }
+  EXPECT_FALSE(file_exists(dir + "/c.safetensors"));
+}
+
+// More threads than cores is a warning, not an error; 0 means all cores in
+// every command (bench included).
+TEST(CliArgs, ThreadsAboveTheCoresWarnAndZeroMeansAllCores) {
+  const std::string shipped = test::source_dir() + "/models/vit-tiny-fmnist.safetensors";
+  const std::string dir = test::temp_dir();
+  write_npy(dir + "/x.npy", Tensor::zeros({2, 1, 28, 28}));
+  const int many = hardware_threads() + 3;
+  test::CliResult r =
+      test::run_cli(cat("predict ", shipped, " --input ", dir, "/x.npy -o ", dir, "/y.npy --threads ", many));
+  EXPECT_EQ(r.code, 0) << r.err;
+  EXPECT_NE(r.err.find(cat("--threads ", many, " is more than this machine's ", hardware_threads(), " cores")),
+            std::string::npos)
+      << r.err;
+  r = test::run_cli("bench " + shipped + " --batch 1 --reps 1 --warmup 0 --threads 0 --json -q");
+  ASSERT_EQ(r.code, 0) << r.err;
+  const nlohmann::json j = test::parse_json(r);
+  ASSERT_FALSE(j.is_null());
+  EXPECT_EQ(j["rows"][0]["threads"], hardware_threads());
+  r = test::run_cli("bench " + shipped + " --batch 1 --reps 1 --warmup 0 --threads -1 -q");
+  EXPECT_EQ(r.code, 2) << r.err;
 }

@@ -296,8 +296,8 @@ void add_reuse(CLI::App* analyze) {
       ->check(CLI::NonNegativeNumber);
   cmd->add_option("--zones", o->zones, "Sampling zones: ROWS,COLS (rows of X x outputs)")->delimiter(',');
   cmd->add_option("--sample-seed", o->sample_seed, "Seed of the sampling estimate");
-  cmd->add_option("--csv", o->csv, "Write one CSV row per decimals to FILE");
-  cmd->add_option("--plot", o->plot, "Write an SVG plot (hits and accuracy loss versus decimals) to FILE");
+  cmd->add_option("--csv", o->csv, "Write one CSV row per decimals to FILE")->check(output_file());
+  cmd->add_option("--plot", o->plot, "Write an SVG plot (hits and accuracy loss versus decimals) to FILE")->check(output_file());
   add_model_opts(cmd, o->load);
   add_common(cmd, o->common);
   cmd->callback([o] { run_reuse(*o); });
@@ -487,8 +487,9 @@ void add_stats(CLI::App* analyze) {
   cmd->add_option("--outlier-ratio", o->stats.outlier_ratio,
                   "Outlier channel: per-channel max |x| above this many times the median channel's (default 10)");
   cmd->add_option("--svg", o->svg, "Write histograms per tensor kind (one panel per role and layer kind, a line per "
-                                   "block) to FILE");
-  cmd->add_option("--csv", o->csv, "Write one CSV row per tensor to FILE");
+                                   "block) to FILE")
+      ->check(output_file());
+  cmd->add_option("--csv", o->csv, "Write one CSV row per tensor to FILE")->check(output_file());
   add_model_opts(cmd, o->load);
   add_common(cmd, o->common);
   cmd->footer(
@@ -737,8 +738,8 @@ void add_sensitivity(CLI::App* analyze) {
   cmd->add_option("--high", o->high,
                   "The higher-precision spec of the units not at --pass (default quantize:bits=8; none: leave them "
                   "as they are)");
-  cmd->add_option("--recipe-out", o->recipe_out, "Write the mixed-precision recipe (TOML, for compress --recipe)");
-  cmd->add_option("--csv", o->csv, "Write one CSV row per unit to FILE");
+  cmd->add_option("--recipe-out", o->recipe_out, "Write the mixed-precision recipe (TOML, for compress --recipe)")->check(output_file());
+  cmd->add_option("--csv", o->csv, "Write one CSV row per unit to FILE")->check(output_file());
   add_model_opts(cmd, o->load);
   add_common(cmd, o->common);
   cmd->footer(

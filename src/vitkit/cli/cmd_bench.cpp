@@ -41,8 +41,10 @@ void check_cli(const BenchCliOpts& o) {
   for (auto& p : o.parallel) parse_infer_threads(p, "--parallel");
   if (o.train && o.parallel != std::vector<std::string>{"auto"})
     throw UsageError("--parallel is for inference; --train splits every op over the threads");
-  for (int t : o.threads)
-    if (t < 1) throw UsageError(cat("--threads: thread counts must be >= 1, got ", t));
+  for (int t : o.threads) {
+    if (t < 0) throw UsageError(cat("--threads: thread counts must be >= 0 (0: all cores), got ", t));
+    warn_threads(t, "--threads");
+  }
   for (auto& p : o.precisions) check_bench_precision(p, "--precision");
   if (o.reps < 1) throw UsageError(cat("--reps must be >= 1, got ", o.reps));
   if (o.warmup < 0) throw UsageError(cat("--warmup must be >= 0, got ", o.warmup));
@@ -85,6 +87,8 @@ void run_bench_cmd(BenchCliOpts o) {
   if (o.json) o.format = "json";
   set_progress_enabled(!o.quiet);
   if (o.threads.empty()) o.threads = {hardware_threads()};
+  for (int& t : o.threads)  // 0 means all cores, as in every command
+    if (t == 0) t = hardware_threads();
   for (auto& p : o.precisions)
     if (p == "bf16" && !cpu_has_native_bf16())
       warn(kernels::gemm_bf16_native()
@@ -137,7 +141,7 @@ void register_bench(CLI::App& app) {
                   "threads), image (each thread whole images), auto (default: image when each thread gets a full "
                   "sub-batch)")
       ->delimiter(',');
-  cmd->add_option("--threads", o->threads, "Thread counts, comma-separated (default: all cores)")->delimiter(',');
+  cmd->add_option("--threads", o->threads, "Thread counts, comma-separated (0 or none: all cores)")->delimiter(',');
   cmd->add_option("--precision", o->precisions, "Precisions, comma-separated: fp32 (the model as loaded), bf16, f16 (shorthands for those passes; "
                   "default fp32)")
       ->delimiter(',');
@@ -149,7 +153,7 @@ void register_bench(CLI::App& app) {
       ->check(CLI::IsMember({"text", "md", "csv", "json"}));
   cmd->add_flag("--json", o->json, "Same as --format json");
   cmd->add_flag("--profile", o->profile, "Per-op time of each row (after the table; in JSON, per row)");
-  cmd->add_option("-o,--output", o->output, "Write the output to FILE instead of stdout");
+  cmd->add_option("-o,--output", o->output, "Write the output to FILE instead of stdout")->check(output_file());
   cmd->add_flag("-q,--quiet", o->quiet, "No progress output");
   add_model_opts(cmd, o->load);
   cmd->callback([o] { run_bench_cmd(*o); });

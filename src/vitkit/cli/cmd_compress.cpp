@@ -228,7 +228,7 @@ void register_compress(CLI::App& app) {
                       "precision; format in docs/compression.md); repeatable, applied in order with the --passes")
           ->allow_extra_args(false)
           ->check(CLI::ExistingFile);
-  cmd->add_option("-o,--output", o->output, "Output model (.safetensors)")->required();
+  cmd->add_option("-o,--output", o->output, "Output model (.safetensors)")->check(output_file())->required();
   cmd->add_option("--data", o->data,
                   "Dataset (fashion-mnist, mnist, or a folder): calibration images for passes that need them, and "
                   "the output compared with the input model on its test split");
@@ -243,7 +243,8 @@ void register_compress(CLI::App& app) {
       ->check(CLI::NonNegativeNumber);
   cmd->add_option("--steps-csv", o->steps_csv,
                   "With --data: write the row of each step (parameters, bytes, MACs, top-1, top-3, batch-1 "
-                  "latency) as CSV");
+                  "latency) as CSV")
+      ->check(output_file());
   add_model_opts(cmd, o->load);
   add_common(cmd, o->common);
   cmd->footer(passes_help());

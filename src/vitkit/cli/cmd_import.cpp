@@ -70,7 +70,7 @@ void register_import(CLI::App& app) {
       "import", "Convert a PyTorch checkpoint (.pth/.pt from torch.save, or safetensors in another naming) into a "
                 "vitkit safetensors file");
   cmd->add_option("src", o->src, "The checkpoint: .pth/.pt/.bin (torch.save zip format) or .safetensors")->required();
-  cmd->add_option("-o,--output", o->out, "Output .safetensors file")->required();
+  cmd->add_option("-o,--output", o->out, "Output .safetensors file")->check(output_file())->required();
   cmd->add_option("--dtype", o->dtype, "Dtype of the written weights: f32 (default), f16, bf16");
   add_model_opts(cmd, o->load);
   add_common(cmd, o->common);

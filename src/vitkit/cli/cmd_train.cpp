@@ -150,9 +150,9 @@ void run_train(const TrainOpts& o) {
 void register_train(CLI::App& app) {
   auto o = std::make_shared<TrainOpts>();
   CLI::App* cmd = app.add_subcommand("train", "Train or fine-tune a ViT from a TOML config");
-  cmd->add_option("--config", o->config, "Train config (TOML: [model] [data] [train] [augment] [distill])")
+  cmd->add_option("--config", o->config, "Train config (TOML: [model] [data] [train] [augment] [distill] [qat])")
       ->required();
-  cmd->add_option("-o,--output", o->output, "Model file to write (default: the config's name .safetensors)");
+  cmd->add_option("-o,--output", o->output, "Model file to write (default: the config's name .safetensors)")->check(output_file());
   cmd->add_option("--resume", o->resume, "Continue from a checkpoint (<model>.ckpt.safetensors)");
   cmd->add_option("--init", o->init, "Fine-tune this model instead of a new one");
   cmd->add_option("--epochs", o->epochs, "Override the config's epochs")->check(CLI::PositiveNumber);

@@ -1,6 +1,9 @@
 #include "common.h"
 
+#include <unistd.h>
+
 #include <cstdio>
+#include <filesystem>
 
 #include "vitkit/core/profile.h"
 #include "vitkit/core/progress.h"
@@ -10,16 +13,41 @@
 namespace vitkit::cli {
 
 void add_common(CLI::App* cmd, CommonOpts& o) {
-  cmd->add_option("--threads", o.threads, "Threads (default: all cores)")->check(CLI::NonNegativeNumber);
+  cmd->add_option("--threads", o.threads, "Threads (0 or none: all cores)")->check(CLI::NonNegativeNumber);
   cmd->add_flag("--json", o.json, "Print one JSON document on stdout");
   cmd->add_flag("-q,--quiet", o.quiet, "No progress output");
+}
+
+const CLI::Validator& output_file() {
+  static const CLI::Validator v(
+      [](std::string& path) -> std::string {
+        namespace fs = std::filesystem;
+        if (path.empty()) return "the output path is empty";
+        std::error_code ec;
+        if (fs::is_directory(path, ec)) return "'" + path + "' is a directory; give a file name";
+        const fs::path parent = fs::path(path).parent_path();
+        const std::string dir = parent.empty() ? "." : parent.string();
+        if (!fs::is_directory(dir, ec)) return "cannot write '" + path + "': directory '" + dir + "' does not exist";
+        if (::access(dir.c_str(), W_OK | X_OK) != 0)
+          return "cannot write '" + path + "': directory '" + dir + "' is not writable";
+        return "";
+      },
+      "FILE");
+  return v;
 }
 
 static int g_exit_status = 0;
 void set_exit_status(int status) { g_exit_status = status; }
 int exit_status() { return g_exit_status; }
 
+void warn_threads(int threads, const char* flag) {
+  if (threads > hardware_threads())
+    std::fprintf(stderr, "vitkit: warning: %s %d is more than this machine's %d cores; expect it to run slower\n", flag,
+                 threads, hardware_threads());
+}
+
 void apply_common(const CommonOpts& o) {
+  warn_threads(o.threads, "--threads");
   set_num_threads(o.threads);
   set_progress_enabled(!o.quiet);
 }
