@@ -499,3 +499,20 @@ TEST(CliArgs, ThreadsAboveTheCoresWarnAndZeroMeansAllCores) {
   r = test::run_cli("bench " + shipped + " --batch 1 --reps 1 --warmup 0 --threads -1 -q");
   EXPECT_EQ(r.code, 2) << r.err;
 }
+
+// Numbers out of range or not numbers: the flag, what is wrong and the value,
+// not CLI11's "not in range 0.000000 to 1797...(300 digits)".
+TEST(CliArgs, NumericOptionsSayWhatIsWrong) {
+  const std::string shipped = test::source_dir() + "/models/vit-tiny-fmnist.safetensors";
+  for (auto [args, want] : std::vector<std::pair<std::string, std::string>>{
+           {"eval " + shipped + " --data fashion-mnist --limit abc", "--limit: 'abc' is not a whole number"},
+           {"eval " + shipped + " --data fashion-mnist --threads -1", "--threads: must be >= 0 (got -1)"},
+           {"predict " + shipped + " --input x.npy --top 0", "--top: must be >= 1 (got 0)"},
+           {"train --config x.toml --epochs 2.5", "--epochs: '2.5' is not a whole number"},
+           {"train --config x.toml --max-minutes -2", "--max-minutes: must be > 0 (got -2)"}}) {
+    test::CliResult r = test::run_cli(args);
+    EXPECT_EQ(r.code, 2) << args;
+    EXPECT_NE(r.err.find(want), std::string::npos) << args << ": " << r.err;
+    EXPECT_EQ(r.err.find("179769"), std::string::npos) << r.err;
+  }
+}

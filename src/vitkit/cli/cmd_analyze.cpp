@@ -285,15 +285,15 @@ void add_reuse(CLI::App* analyze) {
   cmd->add_option("--decimals", o->decimals, "Decimals to study, e.g. 1,2,3,4")->delimiter(',');
   cmd->add_option("--images", o->images, "Images whose multiplications are counted (the first of the split)");
   cmd->add_option("--eval-limit", o->eval_limit, "Accuracy on the first N images of the split (0: all)")
-      ->check(CLI::NonNegativeNumber);
+      ->check(whole_number(0));
   cmd->add_flag("--no-eval", o->no_eval, "Skip the accuracy evaluation");
-  cmd->add_option("--batch", o->batch, "Images per forward pass in the evaluation")->check(CLI::PositiveNumber);
+  cmd->add_option("--batch", o->batch, "Images per forward pass in the evaluation")->check(whole_number(1));
   cmd->add_option("--layers", o->layers, "More layers to round: regex searched in layer names (conv_proj|heads.head)");
   cmd->add_flag("--attention", o->attention, "Also count q.k^T and attention.v (operands rounded for counting only)");
   cmd->add_flag("--no-engine", o->no_engine, "Skip the per-output engine count (the slowest part)");
   cmd->add_option("--sample", o->sample,
                   "Sampling estimate: N multiplications drawn per matmul, against the exact count")
-      ->check(CLI::NonNegativeNumber);
+      ->check(whole_number(0));
   cmd->add_option("--zones", o->zones, "Sampling zones: ROWS,COLS (rows of X x outputs)")->delimiter(',');
   cmd->add_option("--sample-seed", o->sample_seed, "Seed of the sampling estimate");
   cmd->add_option("--csv", o->csv, "Write one CSV row per decimals to FILE")->check(output_file());
@@ -399,8 +399,8 @@ void add_compare(CLI::App* analyze) {
   cmd->add_option("--data", o->data, "fashion-mnist, mnist, cifar10, or a folder (IDX, CIFAR-10 binary, images)")
       ->required();
   cmd->add_option("--split", o->split, "train or test")->check(CLI::IsMember({"train", "test"}));
-  cmd->add_option("--limit", o->limit, "Only the first N images")->check(CLI::NonNegativeNumber);
-  cmd->add_option("--batch", o->batch, "Images per forward pass")->check(CLI::PositiveNumber);
+  cmd->add_option("--limit", o->limit, "Only the first N images")->check(whole_number(0));
+  cmd->add_option("--batch", o->batch, "Images per forward pass")->check(whole_number(1));
   cmd->add_option("--pass", o->passes, "B = A with NAME:key=value,... applied (repeatable; in order)")
       ->allow_extra_args(false);
   cmd->add_flag("--layers", o->layers, "Print the SQNR of every layer (JSON always has them)");
@@ -482,7 +482,7 @@ void add_stats(CLI::App* analyze) {
       ->required();
   cmd->add_option("--split", o->split, "train or test")->check(CLI::IsMember({"train", "test"}));
   cmd->add_option("--images", o->images, "Images to run (the first of the split in class-balanced order; default 256)");
-  cmd->add_option("--batch", o->stats.batch, "Images per forward pass")->check(CLI::PositiveNumber);
+  cmd->add_option("--batch", o->stats.batch, "Images per forward pass")->check(whole_number(1));
   cmd->add_option("--bins", o->stats.bins, "Histogram bins in the JSON (a divisor of 2048; default 128)");
   cmd->add_option("--outlier-ratio", o->stats.outlier_ratio,
                   "Outlier channel: per-channel max |x| above this many times the median channel's (default 10)");
@@ -728,8 +728,8 @@ void add_sensitivity(CLI::App* analyze) {
   cmd->add_option("--calib", o->calib,
                   "Calibration images (the training split's first, class-balanced; default 512), for passes that "
                   "need them; never among the measured images")
-      ->check(CLI::PositiveNumber);
-  cmd->add_option("--batch", o->batch, "Images per forward pass")->check(CLI::PositiveNumber);
+      ->check(whole_number(1));
+  cmd->add_option("--batch", o->batch, "Images per forward pass")->check(whole_number(1));
   cmd->add_option("--target-bits", o->target_bits,
                   "Mixed precision: choose per unit --pass or --high so the average weight bits (over every linear "
                   "weight) are <= B");

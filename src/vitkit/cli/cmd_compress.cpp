@@ -234,13 +234,13 @@ void register_compress(CLI::App& app) {
                   "the output compared with the input model on its test split");
   cmd->add_option("--calib", o->calib,
                   "Calibration images, taken balanced over classes from --calib-split (default 512)")
-      ->check(CLI::PositiveNumber);
+      ->check(whole_number(1));
   cmd->add_option("--calib-split", o->calib_split, "Split the calibration images come from (default train)")
       ->check(CLI::IsMember({"train", "test"}));
   cmd->add_option("--compare-limit", o->compare_limit,
                   "With --data: compare the output with the input model on the first N test images (default 1000; "
                   "0: all), as analyze compare does")
-      ->check(CLI::NonNegativeNumber);
+      ->check(whole_number(0));
   cmd->add_option("--steps-csv", o->steps_csv,
                   "With --data: write the row of each step (parameters, bytes, MACs, top-1, top-3, batch-1 "
                   "latency) as CSV")

@@ -80,7 +80,7 @@ void register_eval(CLI::App& app) {
   cmd->add_option("--data", o->data, "fashion-mnist, mnist, cifar10, or a folder (IDX, CIFAR-10 binary, images)")
       ->required();
   cmd->add_option("--split", o->split, "train or test")->check(CLI::IsMember({"train", "test"}));
-  cmd->add_option("--limit", o->limit, "Only the first N images")->check(CLI::NonNegativeNumber);
+  cmd->add_option("--limit", o->limit, "Only the first N images")->check(whole_number(0));
   cmd->add_option("--batch", o->batch, "Images per forward pass");
   cmd->add_option("--precision", o->precision,
                   "fp32 (the model as it is), or bf16 / f16: the bf16 or f16 pass applied first (see compress --help)")

@@ -85,7 +85,7 @@ void register_predict(CLI::App& app) {
   cmd->add_option("images", o->images, "Image files (JPEG, PNG, ...), preprocessed as the model's metadata says");
   cmd->add_option("--input", o->input, "N x C x H x W float32 .npy, already preprocessed");
   cmd->add_option("-o,--output", o->output, "Write the logits (N x classes float32) as .npy")->check(output_file());
-  cmd->add_option("--top", o->top, "Classes shown per input")->check(CLI::PositiveNumber);
+  cmd->add_option("--top", o->top, "Classes shown per input")->check(whole_number(1));
   add_model_opts(cmd, o->load);
   add_common(cmd, o->common);
   cmd->callback([o] { run_predict(*o); });

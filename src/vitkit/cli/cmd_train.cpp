@@ -155,16 +155,16 @@ void register_train(CLI::App& app) {
   cmd->add_option("-o,--output", o->output, "Model file to write (default: the config's name .safetensors)")->check(output_file());
   cmd->add_option("--resume", o->resume, "Continue from a checkpoint (<model>.ckpt.safetensors)");
   cmd->add_option("--init", o->init, "Fine-tune this model instead of a new one");
-  cmd->add_option("--epochs", o->epochs, "Override the config's epochs")->check(CLI::PositiveNumber);
+  cmd->add_option("--epochs", o->epochs, "Override the config's epochs")->check(whole_number(1));
   cmd->add_option("--limit", o->limit, "Override the config's train_limit (first N training images)")
-      ->check(CLI::PositiveNumber);
+      ->check(whole_number(1));
   cmd->add_option("--stop-after", o->stop_after,
                   "Stop after this epoch (checkpoint and history written; no model yet): train in parts")
-      ->check(CLI::PositiveNumber);
+      ->check(whole_number(1));
   cmd->add_option("--max-minutes", o->max_minutes,
                   "Stop once this much time has passed, after the current step (checkpoint written; "
                   "--resume continues exactly, mid-epoch too)")
-      ->check(CLI::PositiveNumber);
+      ->check(positive_number());
   cmd->add_option("--qat", o->qat,
                   "Quantization-aware training of the --init model: a quantize spec (quantize:bits=4,abits=4 or "
                   "bits=4,abits=4, as compress --pass) or a recipe file (.toml); the output is the quantized model "
@@ -174,7 +174,7 @@ void register_train(CLI::App& app) {
   cmd->add_option("--calib", o->calib,
                   "With --qat: calibration images for static input scales, class-balanced from the train split "
                   "(default 512)")
-      ->check(CLI::PositiveNumber);
+      ->check(whole_number(1));
   cmd->add_flag("--profile", o->profile, "Print where the time went, per op (stderr)");
   add_common(cmd, o->common);
   cmd->callback([o] { run_train(*o); });

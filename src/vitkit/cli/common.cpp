@@ -2,6 +2,7 @@
 
 #include <unistd.h>
 
+#include <cmath>
 #include <cstdio>
 #include <filesystem>
 
@@ -13,7 +14,7 @@
 namespace vitkit::cli {
 
 void add_common(CLI::App* cmd, CommonOpts& o) {
-  cmd->add_option("--threads", o.threads, "Threads (0 or none: all cores)")->check(CLI::NonNegativeNumber);
+  cmd->add_option("--threads", o.threads, "Threads (0 or none: all cores)")->check(whole_number(0));
   cmd->add_flag("--json", o.json, "Print one JSON document on stdout");
   cmd->add_flag("-q,--quiet", o.quiet, "No progress output");
 }
@@ -34,6 +35,40 @@ const CLI::Validator& output_file() {
       },
       "FILE");
   return v;
+}
+
+CLI::Validator whole_number(int64_t min) {
+  return CLI::Validator(
+      [min](std::string& text) -> std::string {
+        int64_t v = 0;
+        size_t used = 0;
+        try {
+          v = std::stoll(text, &used);
+        } catch (const std::exception&) {
+          used = 0;
+        }
+        if (used == 0 || used != text.size()) return "'" + text + "' is not a whole number";
+        if (v < min) return "must be >= " + std::to_string(min) + " (got " + text + ")";
+        return "";
+      },
+      min == 0 ? "INT>=0" : "INT>=" + std::to_string(min));
+}
+
+CLI::Validator positive_number() {
+  return CLI::Validator(
+      [](std::string& text) -> std::string {
+        double v = 0;
+        size_t used = 0;
+        try {
+          v = std::stod(text, &used);
+        } catch (const std::exception&) {
+          used = 0;
+        }
+        if (used == 0 || used != text.size() || !std::isfinite(v)) return "'" + text + "' is not a number";
+        if (v <= 0) return "must be > 0 (got " + text + ")";
+        return "";
+      },
+      "NUMBER>0");
 }
 
 static int g_exit_status = 0;

@@ -34,6 +34,11 @@ void add_model_opts(CLI::App* cmd, LoadOptions& o);
 // trains for an hour and then cannot write its model is the worst case.)
 const CLI::Validator& output_file();
 
+// Checks for numeric options, with messages that say what is wrong:
+// "'abc' is not a whole number", "must be >= 1 (got 0)", "must be > 0 (got -2)".
+CLI::Validator whole_number(int64_t min);
+CLI::Validator positive_number();
+
 // The per-op profile (core/profile.h) as a table on stderr.
 void print_profile();
 
