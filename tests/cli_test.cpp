@@ -516,3 +516,18 @@ TEST(CliArgs, NumericOptionsSayWhatIsWrong) {
     EXPECT_EQ(r.err.find("179769"), std::string::npos) << r.err;
   }
 }
+
+// A mistyped flag is named, with the closest flag the command has (CLI11 alone
+// says only that --data is required).
+TEST(CliArgs, UnknownFlagsAreNamedWithASuggestion) {
+  const std::string shipped = test::source_dir() + "/models/vit-tiny-fmnist.safetensors";
+  for (auto [args, want] : std::vector<std::pair<std::string, std::string>>{
+           {"eval " + shipped + " --dat fashion-mnist", "unknown option '--dat' for 'eval' (did you mean --data?)"},
+           {"eval " + shipped + " --data fashion-mnist --limt 3", "unknown option '--limt' for 'eval' (did you mean --limit?)"},
+           {"analyze stats " + shipped + " --dta x", "unknown option '--dta' for 'stats' (did you mean --data?)"},
+           {"compress " + shipped + " --pass f16 -o x.safetensors --zzz", "unknown option '--zzz' for 'compress'"}}) {
+    test::CliResult r = test::run_cli(args);
+    EXPECT_EQ(r.code, 2) << args;
+    EXPECT_NE(r.err.find(want), std::string::npos) << args << ": " << r.err;
+  }
+}
