@@ -531,3 +531,16 @@ TEST(CliArgs, UnknownFlagsAreNamedWithASuggestion) {
     EXPECT_NE(r.err.find(want), std::string::npos) << args << ": " << r.err;
   }
 }
+
+// --version says which build this is; every --json document carries the same.
+TEST(CliArgs, VersionNamesTheBuildAndJsonCarriesIt) {
+  test::CliResult r = test::run_cli("--version");
+  EXPECT_EQ(r.code, 0);
+  for (const char* w : {"vitkit ", "commit ", "g++ ", "built for ", "oneDNN "})
+    EXPECT_NE(r.out.find(w), std::string::npos) << w << " in " << r.out;
+  r = test::run_cli("info vit_b_16 --json");
+  ASSERT_EQ(r.code, 0) << r.err;
+  const nlohmann::json j = test::parse_json(r);
+  ASSERT_TRUE(j.contains("vitkit"));
+  for (const char* k : {"version", "commit", "compiler", "isa", "onednn"}) EXPECT_TRUE(j["vitkit"].contains(k)) << k;
+}

@@ -1,5 +1,7 @@
 #include "common.h"
 
+#include "version.h"
+
 #include <unistd.h>
 
 #include <cmath>
@@ -112,7 +114,14 @@ void print_profile() {
 }
 
 void print_json(const nlohmann::json& j) {
-  std::string s = j.dump(2);
+  std::string s;
+  if (j.is_object() && !j.contains("vitkit")) {  // which vitkit wrote it, in every document
+    nlohmann::json with = j;
+    with["vitkit"] = build_info();
+    s = with.dump(2);
+  } else {
+    s = j.dump(2);
+  }
   std::fwrite(s.data(), 1, s.size(), stdout);
   std::fputc('\n', stdout);
 }

@@ -9,6 +9,7 @@
 
 #include "commands.h"
 #include "common.h"
+#include "version.h"
 #include "vitkit/core/error.h"
 
 namespace {
@@ -61,7 +62,7 @@ bool report_unknown_option(CLI::App& app, int argc, char** argv) {
 int main(int argc, char** argv) {
   CLI::App app{"vitkit: train, compress, analyse and deploy Vision Transformers"};
   app.name("vitkit");
-  app.set_version_flag("--version", VITKIT_VERSION);
+  app.set_version_flag("--version", vitkit::cli::version_text());
   app.require_subcommand(1);
   app.fallthrough(false);
   vitkit::cli::register_info(app);
