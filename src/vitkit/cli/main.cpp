@@ -65,6 +65,7 @@ int main(int argc, char** argv) {
   app.set_version_flag("--version", vitkit::cli::version_text());
   app.require_subcommand(1);
   app.fallthrough(false);
+  app.option_defaults()->always_capture_default();  // --help shows each option's default
   vitkit::cli::register_info(app);
   vitkit::cli::register_eval(app);
   vitkit::cli::register_predict(app);
