@@ -387,6 +387,12 @@ TEST(QatCli, AShortRunImprovesALowBitModelOverItsPtqStartSlow) {
   ASSERT_EQ(r.code, 0) << r.err;
   const nlohmann::json j = test::parse_json(r);
   EXPECT_EQ(j["qat_passes"].size(), 1u);
+  // The file's history: the quantize pass, then the QAT training.
+  const nlohmann::json log = compression_log(*load_model(dir + "/qat.safetensors"));
+  ASSERT_EQ(log.size(), 2u);
+  EXPECT_EQ(log[0]["pass"], "quantize");
+  EXPECT_EQ(log[1]["pass"], "qat");
+  EXPECT_EQ(log[1]["config"]["qat"]["lsq"], true);
   const double ptq = top1(dir + "/ptq.safetensors", 1000), qat = top1(dir + "/qat.safetensors", 1000);
   std::printf("W4A4 per tensor, static minmax: PTQ %.2f%%, after one QAT epoch of 4,000 images %.2f%%\n", 100 * ptq,
               100 * qat);

@@ -105,8 +105,16 @@ void run_train(const TrainOpts& o) {
   std::vector<nlohmann::json> qat_records;
   if (cfg.qat.enabled()) {
     // A QAT checkpoint holds the quantized layers already: only the training options are set again.
-    if (from_checkpoint) set_qat_options(*init, cfg.qat);
-    else qat_records = quantize_for_qat(*init, cfg, !o.common.quiet);
+    if (from_checkpoint) {
+      set_qat_options(*init, cfg.qat);
+    } else {
+      qat_records = quantize_for_qat(*init, cfg, !o.common.quiet);
+      // The file's history says the quantized model was trained, and how (the epochs in <model>.history.*).
+      nlohmann::json config = cfg.to_json();
+      config.erase("model");
+      append_compression_log(*init, {{"pass", "qat"}, {"spec", "qat" + std::string(cfg.qat.lsq ? " (lsq)" : "")},
+                                     {"config", config}});
+    }
   }
   const TrainPaths p = TrainPaths::beside(out);
   Trainer t(cfg, p, std::move(init));
