@@ -655,8 +655,9 @@ TEST(BadCli, FailedPredictLeavesNoOutput) {
   std::ofstream(out) << "previous";
   expect_cli_error("predict " + model + " --input " + x + " -o " + out, 1, {x});
   EXPECT_EQ(read_text_file(out), "previous");
-  expect_cli_error("predict " + model + " --input " + write_tiny_input(dir) + " -o " + dir + "/nodir/out.npy", 1,
-                   {dir + "/nodir/out.npy", "does not exist"});
+  // A directory that does not exist: a usage error when the command line is parsed, before any work.
+  expect_cli_error("predict " + model + " --input " + write_tiny_input(dir) + " -o " + dir + "/nodir/out.npy", 2,
+                   {"--output", dir + "/nodir/out.npy", "does not exist"});
   for (auto& e : fs::directory_iterator(dir))
     EXPECT_EQ(e.path().filename().string().find(".tmp"), std::string::npos) << e.path();
   // A run that succeeds replaces it.

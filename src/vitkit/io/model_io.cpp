@@ -1,5 +1,6 @@
 #include "vitkit/io/model_io.h"
 
+#include <algorithm>
 #include <cmath>
 #include <set>
 
@@ -377,11 +378,19 @@ FileContents model_file_contents(const ViT& m, bool checkpoint, DType dtype) {
   // A layer's tensors, the weight in its file shape (conv_proj's (D, C, p, p)):
   // what a model file stores, and in a checkpoint the training state too
   // (latent weights, learned scales), so that a checkpoint loads as a model.
+  // A parameter a file stores in another form (a rounded weight's codes) is
+  // checkpointed as the parameter, which resuming reads.
   auto add_layer = [&](const Linear& l) {
     std::vector<ReprTensor> ts = l.repr->stored();
     if (checkpoint)
-      for (const ReprTensor& t : l.repr->tensors())
-        if (!t.in_model_file) ts.push_back(t);
+      for (const ReprTensor& t : l.repr->tensors()) {
+        auto same = std::find_if(ts.begin(), ts.end(), [&](const ReprTensor& s) { return s.role == t.role; });
+        if (same == ts.end()) {
+          if (!t.in_model_file || t.param) ts.push_back(t);
+        } else if (t.param) {
+          *same = t;
+        }
+      }
     for (const ReprTensor& t : ts) {
       if (!checkpoint && !t.in_model_file) continue;
       const bool reshape = t.role == "weight" && t.t.numel() == shape_numel(l.weight_shape);
