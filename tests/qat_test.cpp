@@ -426,6 +426,14 @@ TEST(QatCli, ResumeContinuesExactlySlow) {
     ASSERT_EQ(r.code, 0) << r.err;
     EXPECT_EQ(read_text_file(dir + "/a.safetensors"), read_text_file(b)) << "resumed" << again;
     std::filesystem::remove(b);
+    // Resuming with other QAT settings (no --lsq: the learned scales would be dropped) is an error.
+    r = test::run_cli("train --config " + cfg + " --init " + shipped + qat + " --stop-after 1 -o " + b);
+    ASSERT_EQ(r.code, 0) << r.err;
+    std::string no_lsq = qat;
+    no_lsq.replace(no_lsq.find(" --lsq"), 6, "");
+    r = test::run_cli("train --config " + cfg + again + no_lsq + " --resume " + dir + "/b.ckpt.safetensors -o " + b);
+    EXPECT_NE(r.code, 0);
+    EXPECT_NE(r.err.find("resume with the same --qat"), std::string::npos) << r.err;
   }
 }
 

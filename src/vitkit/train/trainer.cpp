@@ -317,6 +317,12 @@ void Trainer::resume(const std::string& path) {
   nlohmann::json st;
   try {
     st = nlohmann::json::parse(md["vitkit.train_state"]);
+    // QAT settings decide which parameters exist (learned scales): a resume must use the run's own.
+    const nlohmann::json was_cfg = st.at("train_config");
+    if (was_cfg.contains("qat"))
+      check(was_cfg.at("qat") == cfg_.to_json().at("qat"), path, ": the run was started with [qat] ",
+            was_cfg.at("qat").dump(), "; this one has ", cfg_.to_json().at("qat").dump(),
+            " (resume with the same --qat, --lsq and --calib)");
     ViTConfig saved = load_config(path);
     check(config_to_json(saved) == config_to_json(model_->cfg), path,
           ": the checkpoint's model config differs from the train config's");
