@@ -6,6 +6,7 @@
 #include <regex>
 
 #include "vitkit/compress/half.h"
+#include "vitkit/compress/lowrank.h"
 #include "vitkit/compress/prune.h"
 #include "vitkit/compress/prune_structured.h"
 #include "vitkit/compress/quantize.h"
@@ -135,7 +136,7 @@ const std::vector<const Pass*>& registered_passes() {
     v.push_back(make_prune_heads_pass());
     v.push_back(make_prune_mlp_pass());
     v.push_back(make_prune_pass());
-    // Later passes (lowrank, distill) are added here.
+    v.push_back(make_lowrank_pass());
     return v;
   }();
   static const std::vector<const Pass*> list = [] {

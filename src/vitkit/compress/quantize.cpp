@@ -9,6 +9,7 @@
 #include "vitkit/core/error.h"
 #include "vitkit/model/forward.h"
 #include "vitkit/repr/int.h"
+#include "vitkit/repr/lowrank.h"
 
 namespace vitkit {
 
@@ -99,13 +100,24 @@ int frac_for(double amax, int bits) {
 // A layer's format: granularity=group on a layer of fewer inputs than the
 // group is one scale per row, i.e. per channel (the patch layer of a small
 // model, 16 inputs, under group=32).
-IntFormat format_for(const IntFormat& f, const Linear& l) {
+IntFormat format_for(const IntFormat& f, int in) {
   IntFormat g = f;
-  if (f.granularity == ScaleGranularity::Group && l.in < f.group) {
+  if (f.granularity == ScaleGranularity::Group && in < f.group) {
     g.granularity = ScaleGranularity::Channel;
     g.group = 0;
   }
   return g;
+}
+
+const LowRankLinear* low_rank(const Linear& l) { return dynamic_cast<const LowRankLinear*>(l.repr.get()); }
+// A low-rank layer whose factors are both dense f32 (quantize's to convert).
+bool dense_factors(const Linear& l) {
+  const LowRankLinear* lr = low_rank(l);
+  if (!lr) return false;
+  for (const LinearRepr* f : {&lr->down(), &lr->up()})
+    if (f->kind() != "f32" && f->kind() != "f32_packed")
+      fail("quantize: ", l.describe(), "'s factors are already '", f->kind(), "' (", f->describe(), ")");
+  return true;
 }
 
 std::vector<Linear*> targets(ViT& m, const std::string& layers) {
@@ -115,11 +127,25 @@ std::vector<Linear*> targets(ViT& m, const std::string& layers) {
     if (std::regex_search(l->name, re)) v.push_back(l);
   if (v.empty()) throw UsageError(cat("quantize: layers=", layers, " matches no layer"));
   for (const Linear* l : v) {
+    if (dense_factors(*l)) continue;
     if (l->repr->kind() != "f32" && l->repr->kind() != "f32_packed")
       fail("quantize: ", l->describe(), " already has a '", l->repr->kind(), "' representation (",
-           l->repr->describe(), "); quantize converts dense f32 layers");
+           l->repr->describe(), "); quantize converts dense f32 layers and the f32 factors of low-rank ones");
   }
   return v;
+}
+
+// The quantized pieces of a layer: itself, or a low-rank layer's two factors,
+// each with the key its statistics go under ("NAME", "NAME.down", "NAME.up").
+struct Piece {
+  std::string key;
+  const LinearRepr* repr;
+  int in, out;
+};
+std::vector<Piece> pieces(const Linear& l) {
+  if (const LowRankLinear* lr = low_rank(l))
+    return {{l.name + ".down", &lr->down(), l.in, lr->rank()}, {l.name + ".up", &lr->up(), lr->rank(), l.out}};
+  return {{l.name, l.repr.get(), l.in, l.out}};
 }
 
 // Each target layer's input statistics over the calibration images, with the
@@ -127,14 +153,24 @@ std::vector<Linear*> targets(ViT& m, const std::string& layers) {
 std::map<std::string, ActivationStats> input_stats(const ViT& m, const std::vector<Linear*>& ls, const PassContext& ctx,
                                                    bool histogram) {
   std::map<std::string, ActivationStats> stats;
-  for (const Linear* l : ls) stats[l->name];
+  for (const Linear* l : ls)
+    for (const Piece& p : pieces(*l)) stats[p.key];
+  std::vector<float> z;  // a low-rank layer's bottleneck, the up factor's input
   for (int pass = 0; pass < (histogram ? 2 : 1); ++pass) {
     ForwardHooks hooks;
     hooks.on_linear = [&](const Linear& l, const float* X, int64_t rows) {
-      auto it = stats.find(l.name);
-      if (it == stats.end()) return;
-      if (pass == 0) it->second.add_moments(X, rows * l.in);
-      else it->second.add_histogram(X, rows * l.in);
+      if (!stats.count(l.name) && !stats.count(l.name + ".down")) return;
+      for (const Piece& p : pieces(l)) {
+        const float* in = X;
+        if (p.key != l.name && p.key == l.name + ".up") {
+          z.resize(size_t(rows) * size_t(p.in));
+          low_rank(l)->down().forward(X, z.data(), rows, Activation::None, false);
+          in = z.data();
+        }
+        ActivationStats& s = stats.at(p.key);
+        if (pass == 0) s.add_moments(in, rows * p.in);
+        else s.add_histogram(in, rows * p.in);
+      }
     };
     vit_predict(m, ctx.calib, 0, &hooks);
   }
@@ -144,11 +180,13 @@ std::map<std::string, ActivationStats> input_stats(const ViT& m, const std::vect
 nlohmann::json quantize_model(ViT& m, const QuantizeOptions& o, const PassContext& ctx) {
   const std::vector<Linear*> ls = targets(m, o.layers);
   for (const Linear* l : ls) {  // every layer checked before any changes
-    try {
-      format_for(o.format, *l).validate(l->in);
-    } catch (const Error& e) {
-      throw UsageError(cat("quantize: ", l->name, " (", to_string(l->kind), ", ", l->in, " inputs): ", e.what(),
-                           "; leave it out with layers=REGEX or give it its own group in a recipe override"));
+    for (const Piece& p : pieces(*l)) {
+      try {
+        format_for(o.format, p.in).validate(p.in);
+      } catch (const Error& e) {
+        throw UsageError(cat("quantize: ", p.key, " (", to_string(l->kind), ", ", p.in, " inputs): ", e.what(),
+                             "; leave it out with layers=REGEX or give it its own group in a recipe override"));
+      }
     }
   }
   std::map<std::string, ActivationStats> stats;
@@ -157,13 +195,14 @@ nlohmann::json quantize_model(ViT& m, const QuantizeOptions& o, const PassContex
   int64_t weights = 0, bytes_before = 0, bytes_after = 0, on_kernels = 0;
   std::vector<float> scratch;
   nlohmann::json per_channel = nlohmann::json::array();  // group layers with no more inputs than G
-  for (Linear* l : ls) {
-    IntFormat f = format_for(o.format, *l);
-    if (f.granularity != o.format.granularity) per_channel.push_back(l->name);
-    const float* w = l->repr->plain_weight(scratch);
+  // One piece (a layer, or a low-rank layer's factor) as integers.
+  auto quantize_piece = [&](const Piece& p) {
+    IntFormat f = format_for(o.format, p.in);
+    if (f.granularity != o.format.granularity) per_channel.push_back(p.key);
+    const float* w = p.repr->plain_weight(scratch);
     if (o.fixed) {
       double amax = 0;
-      for (int64_t i = 0; i < int64_t(l->in) * l->out; ++i) amax = std::max(amax, double(std::fabs(w[i])));
+      for (int64_t i = 0; i < int64_t(p.in) * p.out; ++i) amax = std::max(amax, double(std::fabs(w[i])));
       f.frac = o.frac >= 0 ? o.frac : frac_for(amax, f.bits);
     }
     if (o.static_inputs) {
@@ -171,32 +210,44 @@ nlohmann::json quantize_model(ViT& m, const QuantizeOptions& o, const PassContex
       if (o.fixed) {  // <abits, afrac>: scale 2^-afrac, the signed codes offset by 2^(abits-1)
         f.afrac = o.afrac;
         if (f.afrac < 0) {
-          const QuantRange r = calibrate(stats.at(l->name), o.calib, f.abits);
+          const QuantRange r = calibrate(stats.at(p.key), o.calib, f.abits);
           f.afrac = frac_for(std::max(-r.lo, r.hi), f.abits);
         }
         f.in_scale = std::ldexp(1.f, -f.afrac);
         f.in_zero = 1 << (f.abits - 1);
-        ranges[l->name] = {{"frac", f.frac}, {"afrac", f.afrac}};
+        ranges[p.key] = {{"frac", f.frac}, {"afrac", f.afrac}};
       } else {
-        const QuantRange r = calibrate(stats.at(l->name), o.calib, f.abits);
+        const QuantRange r = calibrate(stats.at(p.key), o.calib, f.abits);
         f.in_scale = r.scale;
         f.in_zero = r.zero;
-        const ActivationStats& s = stats.at(l->name);
-        ranges[l->name] = {{"lo", r.lo}, {"hi", r.hi}, {"min", s.min()}, {"max", s.max()}, {"scale", r.scale},
-                           {"zero", r.zero}};
+        const ActivationStats& s = stats.at(p.key);
+        ranges[p.key] = {{"lo", r.lo}, {"hi", r.hi}, {"min", s.min()}, {"max", s.max()}, {"scale", r.scale},
+                         {"zero", r.zero}};
       }
     } else if (o.fixed) {
-      ranges[l->name] = {{"frac", f.frac}};
+      ranges[p.key] = {{"frac", f.frac}};
     }
     // The bias on the accumulator's grid (weight frac + input frac) unless given.
-    if (o.fixed && l->has_bias) f.bias_frac = o.bfrac >= 0 ? o.bfrac : f.frac + std::max(f.afrac, 0);
-    bytes_before += l->repr->file_bytes();
-    auto r = std::make_unique<IntLinear>(w, l->in, l->out, l->repr->bias_tensor(), f);
+    if (o.fixed && p.repr->bias()) f.bias_frac = o.bfrac >= 0 ? o.bfrac : f.frac + std::max(f.afrac, 0);
+    auto r = std::make_unique<IntLinear>(w, p.in, p.out, p.repr->bias_tensor(), f);
     on_kernels += r->on_integer_kernels();
-    bytes_after += r->file_bytes();
-    m.set_repr(*l, std::move(r));
+    weights += int64_t(p.in) * p.out;
+    return r;
+  };
+  for (Linear* l : ls) {
+    bytes_before += l->repr->file_bytes();
+    if (auto* lr = dynamic_cast<LowRankLinear*>(l->repr.get())) {  // the factors quantized, not their product
+      const std::vector<Piece> ps = pieces(*l);
+      auto down = quantize_piece(ps[0]);
+      auto up = quantize_piece(ps[1]);
+      lr->set_down(std::move(down));
+      lr->set_up(std::move(up));
+      m.layout();
+    } else {
+      m.set_repr(*l, quantize_piece(pieces(*l)[0]));
+    }
+    bytes_after += l->repr->file_bytes();
     layers.push_back(l->name);
-    weights += int64_t(l->in) * l->out;
   }
   nlohmann::json att_blocks = nlohmann::json::array();
   if (o.attention) {

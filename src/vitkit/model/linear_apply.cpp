@@ -2,6 +2,7 @@
 
 #include "vitkit/core/profile.h"
 #include "vitkit/repr/f32_packed.h"
+#include "vitkit/repr/lowrank.h"
 
 namespace vitkit {
 
@@ -25,6 +26,13 @@ void linear_apply(const Linear& l, const float* X, float* Y, int64_t M, Activati
 int pack_linears_for_inference(ViT& m) {
   int n = 0;
   for (Linear* l : m.linears()) {
+    if (auto* lr = dynamic_cast<LowRankLinear*>(l->repr.get())) {  // its dense factors
+      if (lr->pack_for_inference() > 0) {
+        m.layout();
+        ++n;
+      }
+      continue;
+    }
     const auto* plain = dynamic_cast<const F32Linear*>(l->repr.get());
     if (!plain) continue;
     auto packed = PackedF32Linear::pack(*plain);

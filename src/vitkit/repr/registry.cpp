@@ -7,6 +7,7 @@
 #include "vitkit/repr/f16.h"
 #include "vitkit/repr/f32.h"
 #include "vitkit/repr/int.h"
+#include "vitkit/repr/lowrank.h"
 #include "vitkit/repr/round.h"
 #include "vitkit/repr/sparse.h"
 
@@ -20,6 +21,7 @@ const std::vector<ReprKind>& repr_kinds() {
       {"int", load_int_linear, "b-bit integer weights with f32 scales, b-bit or f32 inputs"},
       {"round", load_round_linear, "weight rounded to d decimals (stored as integer codes), optionally the inputs too"},
       {"sparse", load_sparse_linear, "unstructured-pruned weight: the nonzeros only (a bitmap and the values in files)"},
+      {"lowrank", load_lowrank_linear, "factored through rank r: two layers (down r x in, up out x r), each its own representation"},
   };
   return kinds;
 }
