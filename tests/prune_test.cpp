@@ -613,7 +613,10 @@ TEST(PruneCli, IterativeRecipeWithFineTuningGivesARowPerStepSlow) {
     EXPECT_EQ(s["images"], 300);
     EXPECT_GT(s["top3"].get<double>(), s["top1"].get<double>() - 1e-12);
     EXPECT_GT(s["latency_ms"].get<double>(), 0);
+    EXPECT_GT(s["agreement"].get<double>(), 0.5);
+    EXPECT_LE(s["agreement"].get<double>(), 1.0);
   }
+  EXPECT_EQ(j["steps"][0]["agreement"], 1.0) << "the input agrees with itself";
   EXPECT_EQ(j["passes"][1]["pass"], "finetune");
   EXPECT_EQ(j["passes"][1]["config"]["distill"]["teacher"], "original");
   EXPECT_EQ(j["passes"][1]["history"].size(), 1u);
@@ -627,7 +630,7 @@ TEST(PruneCli, IterativeRecipeWithFineTuningGivesARowPerStepSlow) {
   EXPECT_EQ(log[3]["after"]["params"], model_cost(*m).params);
   const std::string csv = read_text_file(dir + "/a.safetensors.csv");
   EXPECT_EQ(std::count(csv.begin(), csv.end(), '\n'), 6);
-  EXPECT_EQ(csv.rfind("step,what,params,bytes,macs,images,top1,top3,latency_ms", 0), 0u) << csv;
+  EXPECT_EQ(csv.rfind("step,what,params,bytes,macs,images,top1,top3,agreement,latency_ms", 0), 0u) << csv;
   // Reproducible: the same seeds, the same weights.
   r = run(dir + "/b.safetensors");
   ASSERT_EQ(r.code, 0) << r.err;

@@ -141,7 +141,8 @@ std::string LowRankAnalysis::text() const {
   t.right_align({1, 2, 3, 4, 5, 6, 7, 8, 9});
   for (const LowRankLayer& l : layers) {
     const int q = std::max(1, int(std::lround(l.full_rank / 4.0)));
-    t.add({l.name, cat(l.out, "x", l.in), cat(l.full_rank), cat(l.break_even), ranks_str(l.weight_rank),
+    const std::string name = l.block >= 0 ? cat("encoder_layer_", l.block, ".", l.kind) : l.name;
+    t.add({name, cat(l.out, "x", l.in), cat(l.full_rank), cat(l.break_even), ranks_str(l.weight_rank),
            ranks_str(l.seen_rank), ranks_str(l.feature_rank), fmt_fixed(error_at(l, l.err_svd, q), 3),
            fmt_fixed(error_at(l, l.err_asvd, q), 3), fmt_fixed(error_at(l, l.err_whiten, q), 3)});
   }

@@ -20,6 +20,7 @@
 #include "commands.h"
 #include "common.h"
 #include "vitkit/analyze/compare.h"
+#include "vitkit/analyze/lowrank.h"
 #include "vitkit/analyze/reuse.h"
 #include "vitkit/analyze/sensitivity.h"
 #include "vitkit/analyze/stats.h"
@@ -506,6 +507,68 @@ void add_stats(CLI::App* analyze) {
   cmd->callback([o] { run_stats(*o); });
 }
 
+// ---------------------------------------------------------------- lowrank
+
+struct LowRankCliOpts {
+  std::string model, data, split = "test", svg, csv;
+  int64_t images = 256;
+  LoadOptions load;
+  CommonOpts common;
+};
+
+void run_lowrank(const LowRankCliOpts& o) {
+  apply_common(o.common);
+  if (o.images < 1) throw UsageError(cat("--images: ", o.images, " must be >= 1"));
+  auto model = load_model(o.model, o.load);
+  PassContext ctx;  // balanced over classes, as compress's calibration set
+  load_calibration(ctx, *model, o.data, o.split, o.images);
+  if (!o.common.quiet)
+    std::fprintf(stderr, "data: %lld images of %s\n", (long long)ctx.calib.dim(0), ctx.calib_source.c_str());
+  LowRankAnalysis r = analyze_lowrank(*model, ctx.calib, !o.common.quiet);
+  r.data = ctx.calib_source;
+  if (!o.csv.empty()) write_text_atomic(o.csv, r.csv());
+  if (!o.svg.empty()) write_text_atomic(o.svg, r.svg(model->cfg.name));
+  if (o.common.json) {
+    nlohmann::json j = r.to_json();
+    j["model"] = o.model;
+    j["split"] = o.split;
+    print_json(j);
+    return;
+  }
+  std::printf("model      %s (%s, %s)\n", o.model.c_str(), model->cfg.name.c_str(), model_precision(*model).c_str());
+  std::printf("data       %s, %lld images (balanced over classes)\n\n", r.data.c_str(), (long long)r.images);
+  std::fputs(r.text().c_str(), stdout);
+  if (!o.csv.empty()) std::printf("\ncsv        %s\n", o.csv.c_str());
+  if (!o.svg.empty()) std::printf("svg        %s\n", o.svg.c_str());
+}
+
+void add_lowrank(CLI::App* analyze) {
+  auto o = std::make_shared<LowRankCliOpts>();
+  CLI::App* cmd = analyze->add_subcommand(
+      "lowrank", "How low-rank each linear layer is: spectra of the weight, of the weight seen by the data and of "
+                 "the features; ranks for 90/95/99% energy; output error against rank for svd, asvd and whiten");
+  cmd->add_option("model", o->model, "Model file (.safetensors, .pth; any representation) or preset")->required();
+  cmd->add_option("--data", o->data, "fashion-mnist, mnist, cifar10, or a folder (IDX, CIFAR-10 binary, images)")
+      ->required();
+  cmd->add_option("--split", o->split, "train or test")->check(CLI::IsMember({"train", "test"}));
+  cmd->add_option("--images", o->images, "Images to run (the first of the split in class-balanced order)")
+      ->check(whole_number(1));
+  cmd->add_option("--svg", o->svg, "Write the energy and output-error curves per layer kind to FILE")
+      ->check(output_file());
+  cmd->add_option("--csv", o->csv, "Write one CSV row per layer and rank of the error curves to FILE")
+      ->check(output_file());
+  add_model_opts(cmd, o->load);
+  add_common(cmd, o->common);
+  cmd->footer(
+      "Per linear layer, over the images' tokens X (rows, in): the singular values of the weight W, of W L with "
+      "X^T X = L L^T (the weight as the data sees it: ||X W^T|| = ||W L||; truncating it is the least output "
+      "error, lowrank method=whiten) and of X itself (the features); the rank each needs for 90, 95 and 99% of "
+      "its sum of squared singular values; and ||X (W - W_r)^T|| / ||X W^T|| for the rank-r weight of each "
+      "method (svd, asvd alpha 0.5, whiten damp 1e-4) at ranks from 1/64 of full rank to full. 'even' is the "
+      "largest rank whose factors r (in + out) are fewer than the in x out weights.");
+  cmd->callback([o] { run_lowrank(*o); });
+}
+
 // ---------------------------------------------------------------- sensitivity
 
 struct SensCliOpts {
@@ -762,11 +825,12 @@ void add_sensitivity(CLI::App* analyze) {
 }  // namespace
 
 void register_analyze(CLI::App& app) {
-  CLI::App* analyze = app.add_subcommand("analyze", "Studies of a model (reuse, compare, stats, sensitivity)");
+  CLI::App* analyze = app.add_subcommand("analyze", "Studies of a model (reuse, compare, stats, lowrank, sensitivity)");
   analyze->require_subcommand(1);
   add_reuse(analyze);
   add_compare(analyze);
   add_stats(analyze);
+  add_lowrank(analyze);
   add_sensitivity(analyze);
 }
 

@@ -149,7 +149,7 @@ void run_compress(const CompressOpts& o) {
   std::vector<ScheduleRow> rows;
   auto measure = [&](int step, const std::string& what) {
     if (!test_split) return;
-    ScheduleRow r = measure_step(*model, *test_split, o.compare_limit);
+    ScheduleRow r = measure_step(*model, *test_split, o.compare_limit, 15, rows.empty() ? nullptr : &rows[0]);
     r.step = step;
     r.what = what;
     rows.push_back(r);

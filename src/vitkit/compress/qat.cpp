@@ -6,6 +6,7 @@
 #include "vitkit/compress/recipe.h"
 #include "vitkit/core/error.h"
 #include "vitkit/repr/int.h"
+#include "vitkit/repr/lowrank.h"
 
 namespace vitkit {
 
@@ -56,13 +57,18 @@ std::vector<nlohmann::json> quantize_for_qat(ViT& m, const TrainConfig& cfg, boo
 void set_qat_options(ViT& m, const QatConfig& q) {
   int n = 0;
   for (Linear* l : m.linears()) {
-    auto* il = dynamic_cast<IntLinear*>(l->repr.get());
-    if (!il) continue;
-    ++n;
-    try {
-      il->set_lsq(q.lsq);
-    } catch (const Error& e) {
-      throw UsageError(cat("--qat ", q.spec, ": layer ", l->name, " (", il->describe(), "): ", e.what()));
+    // The layer, or a low-rank layer's two factors.
+    std::vector<LinearRepr*> parts{l->repr.get()};
+    if (auto* lr = dynamic_cast<LowRankLinear*>(l->repr.get())) parts = {&lr->down(), &lr->up()};
+    for (LinearRepr* part : parts) {
+      auto* il = dynamic_cast<IntLinear*>(part);
+      if (!il) continue;
+      ++n;
+      try {
+        il->set_lsq(q.lsq);
+      } catch (const Error& e) {
+        throw UsageError(cat("--qat ", q.spec, ": layer ", l->name, " (", il->describe(), "): ", e.what()));
+      }
     }
   }
   if (n == 0)

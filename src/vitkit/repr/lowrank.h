@@ -41,6 +41,8 @@ class LowRankLinear : public LinearRepr {
   int rank() const { return down_->out(); }
   const LinearRepr& down() const { return *down_; }
   const LinearRepr& up() const { return *up_; }
+  LinearRepr& down() { return *down_; }
+  LinearRepr& up() { return *up_; }
   // Replaces a factor (same sizes; up keeps the layer's bias): quantize's way in.
   void set_down(std::unique_ptr<LinearRepr> r);
   void set_up(std::unique_ptr<LinearRepr> r);

@@ -36,6 +36,7 @@ void EvalAccumulator::add(const float* logits, const int* labels, int64_t B) {
     top3_ += std::find(order.begin(), order.begin() + std::min(3, k), y) != order.begin() + std::min(3, k);
     top5_ += std::find(order.begin(), order.begin() + k, y) != order.begin() + k;
     confusion_[static_cast<size_t>(y) * C + order[0]]++;
+    predictions_.push_back(order[0]);
     double mx = x[order[0]], s = 0;
     for (int c = 0; c < C; ++c) s += std::exp(double(x[c]) - mx);
     loss_ += mx + std::log(s) - double(x[y]);
@@ -52,6 +53,7 @@ EvalResult EvalAccumulator::result() const {
   r.top5 = n_ ? double(top5_) / n_ : 0;
   r.loss = n_ ? loss_ / n_ : 0;
   r.confusion = confusion_;
+  r.predictions = predictions_;
   r.per_class.resize(classes_);
   for (int c = 0; c < classes_; ++c) {
     int64_t row = 0;

@@ -20,6 +20,7 @@ struct EvalResult {
   double loss = 0;            // mean cross-entropy (no smoothing)
   std::vector<int64_t> confusion;  // classes x classes: [true * classes + predicted]
   std::vector<double> per_class;   // top-1 per true class
+  std::vector<int> predictions;    // each image's top-1 class, in order (not in to_json)
   double seconds = 0;              // model time (forward passes)
   double total_seconds = 0;        // with data loading and preprocessing
   double images_per_s() const { return seconds > 0 ? images / seconds : 0; }
@@ -39,6 +40,7 @@ class EvalAccumulator {
   int64_t n_ = 0, top1_ = 0, top3_ = 0, top5_ = 0;
   double loss_ = 0;
   std::vector<int64_t> confusion_;
+  std::vector<int> predictions_;
 };
 
 // Preprocessed images (N, C, S, S) with labels (N).

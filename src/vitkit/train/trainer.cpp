@@ -149,6 +149,20 @@ Trainer::Trainer(TrainConfig cfg, TrainPaths paths, std::unique_ptr<ViT> init)
     teacher_ = load_model(cfg_.distill.teacher);
     check(teacher_->cfg.classes == model_->cfg.classes, "[distill] teacher ", cfg_.distill.teacher, " has ",
           teacher_->cfg.classes, " classes, the student ", model_->cfg.classes);
+    // The teacher runs on the student's preprocessed batch: it must expect the same input.
+    const ViTConfig &t = teacher_->cfg, &s = model_->cfg;
+    auto list = [](const std::vector<float>& v) {
+      std::string r;
+      for (float x : v) r += (r.empty() ? "" : ", ") + cat(x);
+      return "[" + r + "]";
+    };
+    check(t.channels == s.channels && t.image_size == s.image_size, "[distill] teacher ", cfg_.distill.teacher,
+          " takes ", t.channels, "-channel ", t.image_size, "x", t.image_size, " images, the student ", s.channels,
+          "-channel ", s.image_size, "x", s.image_size, " (the teacher sees the student's batch)");
+    check(t.pre.mean == s.pre.mean && t.pre.std == s.pre.std, "[distill] teacher ",
+          cfg_.distill.teacher, " normalises with mean ", list(t.pre.mean), " std ", list(t.pre.std),
+          ", the student with mean ", list(s.pre.mean), " std ", list(s.pre.std),
+          " (the teacher sees the student's batch: give the student the teacher's normalisation)");
     pack_linears_for_inference(*teacher_);  // the teacher only runs inference
   }
   // Readies the model's layers for training (an Error naming a layer that cannot train).
