@@ -418,10 +418,64 @@ TEST(LowRankMethods, DataAwareMethodsLowerTheOutputError) {
         EXPECT_NEAR(b.energy(r), 1 - dropped / total, 1e-12);
       }
     }
+    {  // asvd with alpha = 0 scales nothing: svd's error
+      LowRankOptions o;
+      o.method = LowRankMethod::Asvd;
+      o.alpha = 0;
+      const LowRankBasis b = lowrank_basis(W.data(), out, in, o, &g);
+      Tensor U, V;
+      b.factors(r, &U, &V);
+      const std::vector<float> Wr = reconstruct(U, V);
+      EXPECT_NEAR(relative_output_error(W.data(), Wr.data(), out, in, g), err["svd"], 1e-5 * err["svd"]);
+    }
     std::printf("rank %d: output error svd %.4f, asvd %.4f, whiten %.4f\n", r, err["svd"], err["asvd"], err["whiten"]);
     EXPECT_LT(err["whiten"], err["svd"]);
     EXPECT_LT(err["asvd"], err["svd"]);
     EXPECT_LE(err["whiten"], err["asvd"] * (1 + 1e-6));
+  }
+}
+
+// Inputs that never drive some columns (a singular X^T X) or are all zero:
+// every method still gives finite factors; whiten (damped, even with damp=0)
+// keeps the output error at most svd's, and an all-zero X has output error 0.
+TEST(LowRankMethods, DegenerateInputsStayFinite) {
+  const int out = 12, in = 16, r = 4;
+  const int64_t rows = 200;
+  Rng rng(15);
+  const std::vector<float> W = normals(rng, int64_t(out) * in, 0.3f);
+  std::vector<float> X = anisotropic_inputs(rows, in, 16);
+  for (int64_t m = 0; m < rows; ++m)
+    for (int j : {0, 5, 11}) X[size_t(m * in + j)] = 0.f;
+  InputGram g(in), zero(in);
+  g.add(X.data(), rows);
+  const std::vector<float> Z(size_t(rows) * in, 0.f);
+  zero.add(Z.data(), rows);
+  for (const InputGram* gram : {&g, &zero}) {
+    std::map<std::string, double> err;
+    for (LowRankMethod method : {LowRankMethod::Svd, LowRankMethod::Asvd, LowRankMethod::Whiten}) {
+      for (double damp : {0.0, 1e-4}) {
+        SCOPED_TRACE(cat(gram == &g ? "three dead columns " : "all-zero inputs ", to_string(method), " damp ", damp));
+        LowRankOptions o;
+        o.method = method;
+        o.damp = damp;
+        const LowRankBasis b = lowrank_basis(W.data(), out, in, o, gram);
+        Tensor U, V;
+        b.factors(r, &U, &V);
+        bool finite = true;
+        for (const Tensor* t : {&U, &V})
+          for (int64_t i = 0; i < t->numel(); ++i) finite = finite && std::isfinite(t->f32()[i]);
+        ASSERT_TRUE(finite);
+        const std::vector<float> Wr = reconstruct(U, V);
+        const double e = relative_output_error(W.data(), Wr.data(), out, in, *gram);
+        EXPECT_TRUE(std::isfinite(e));
+        if (gram == &zero) { EXPECT_EQ(e, 0.0); }
+        if (damp == 0.0) err[to_string(method)] = e;
+      }
+    }
+    if (gram == &g) {
+      EXPECT_LE(err["whiten"], err["svd"] * (1 + 1e-6));
+      EXPECT_LE(err["asvd"], err["svd"] * (1 + 1e-6));
+    }
   }
 }
 
@@ -444,6 +498,16 @@ TEST(LowRankLayer, ForwardMatchesNaiveProduct) {
     EXPECT_EQ(lr->weight_params(), int64_t(r) * (in + out));
     EXPECT_EQ(lr->macs(3), 3 * int64_t(r) * (in + out));
     EXPECT_EQ(lr->bias() != nullptr, with_bias);
+    EXPECT_EQ(lr->file_bytes(), 4 * (int64_t(r) * (in + out) + (with_bias ? out : 0)));
+    EXPECT_NE(lr->describe().find(cat("rank ", r, " of ", std::min(in, out))), std::string::npos) << lr->describe();
+    {  // clone: a deep copy
+      auto c = lr->clone();
+      ASSERT_EQ(c->kind(), "lowrank");
+      Tensor cu = role_tensor(*c, "up.weight");
+      EXPECT_TRUE(test::bit_equal(cu, role_tensor(*lr, "up.weight")));
+      cu.f32()[0] += 1.f;
+      EXPECT_FALSE(test::bit_equal(cu, role_tensor(*lr, "up.weight"))) << "the clone shares the up factor";
+    }
     const std::vector<double> Wd = product_double(U, V);
     for (int64_t M : {1, 7, 64}) {
       const std::vector<float> X = normals(rng, M * in), Y0 = normals(rng, M * out);
@@ -651,6 +715,52 @@ TEST(LowRankPass, SaveLoadIsIdentical) {
   for (const auto& [name, e] : out_err["svd"]) {
     EXPECT_LE(out_err["whiten"][name], e * (1 + 1e-3)) << name;
   }
+}
+
+// Outside the encoder too (layers= picks conv_proj, kinds= the head): the
+// patch layer's 4-d weight and the head save and load as low-rank, identically.
+TEST(LowRankPass, PatchAndHeadRoundTrip) {
+  auto m = dense_model(33);
+  auto dense = m->clone();
+  apply_pass(*m, "lowrank:rank=3,layers=conv_proj", quiet());
+  apply_pass(*m, "lowrank:rank=2,kinds=head", quiet());
+  ASSERT_EQ(m->patch.repr->kind(), "lowrank");
+  ASSERT_EQ(m->head.repr->kind(), "lowrank");
+  EXPECT_EQ(as_lowrank(m->patch)->rank(), 3);
+  EXPECT_EQ(as_lowrank(m->head)->rank(), 2);
+  for (const Linear* l : m->linears())
+    if (is_encoder(*l)) { EXPECT_EQ(l->repr->kind(), "f32") << l->name; }
+  // The patch layer's product is the truncated SVD of its (D, C p p) weight.
+  const Linear& dp = dense->patch;
+  const std::vector<double> s = singular_values(dense->W(dp), dp.out, dp.in);
+  double dropped = 0;
+  for (size_t i = 3; i < s.size(); ++i) dropped += s[i] * s[i];
+  std::vector<float> scratch;
+  const float* Wr = m->patch.repr->plain_weight(scratch);
+  const double sq = sq_dist(dense->W(dp), std::vector<double>(Wr, Wr + int64_t(dp.in) * dp.out));
+  EXPECT_NEAR(sq, dropped, 1e-4 * dropped + 1e-6 * sq_norm(dense->W(dp), int64_t(dp.in) * dp.out));
+  const std::string path = test::temp_dir() + "/ph.safetensors";
+  save_model(*m, path);
+  auto loaded = load_model(path);
+  ASSERT_EQ(loaded->patch.repr->kind(), "lowrank");
+  ASSERT_EQ(loaded->head.repr->kind(), "lowrank");
+  EXPECT_EQ(as_lowrank(loaded->patch)->rank(), 3);
+  EXPECT_EQ(as_lowrank(loaded->head)->rank(), 2);
+  const Tensor x = test::random_images(m->cfg, 4, 34);
+  EXPECT_TRUE(test::bit_equal(vit_predict(*loaded, x), vit_predict(*m, x)));
+  EXPECT_EQ(compression_log(*loaded).size(), 2u);
+}
+
+// The pass honours PassContext::progress = false (pass.h: the context says
+// whether to show progress), as the CLI's --quiet and analyze sensitivity
+// (which applies a pass once per layer with progress off) rely on.
+TEST(LowRankPass, QuietContextDrawsNoProgress) {
+  auto m = dense_model();
+  PassContext ctx = quiet();
+  testing::internal::CaptureStderr();
+  apply_pass(*m, "lowrank:rank=4", ctx);
+  const std::string err = testing::internal::GetCapturedStderr();
+  EXPECT_EQ(err.find("lowrank: "), std::string::npos) << "progress drawn with ctx.progress = false:\n" << err;
 }
 
 // ---------------------------------------------------------------- 7. with quantize
@@ -866,6 +976,47 @@ TEST(LowRankTraining, StepsTrainTheFactors) {
   EXPECT_TRUE(test::bit_equal(vit_predict(*load_model(path), x), vit_predict(*m, x)));
 }
 
+// Quantized factors train through their latent weights (straight-through):
+// the layer reports ste, the model's table lists each factor's latent weight
+// while training, a few steps lower the loss, and the trained model stays
+// low-rank with integer factors and saves and loads bit-identically.
+TEST(LowRankTraining, QuantizedFactorsTrainThroughLatentWeights) {
+  auto m = dense_model(63);
+  apply_pass(*m, "lowrank:rank=4", quiet());
+  apply_pass(*m, "quantize:bits=8", quiet());
+  const Linear& l0 = m->blocks[0].fc1;
+  EXPECT_EQ(l0.repr->train_mode(), TrainMode::Ste);
+  const Tensor x = test::random_images(m->cfg, 8, 64);
+  std::vector<int> y(8);
+  for (size_t i = 0; i < y.size(); ++i) y[i] = int(i % 10);
+  std::vector<float> losses;
+  {
+    TrainStep step(*m, AdamWConfig{});
+    for (const char* role : {"down.weight_latent", "up.weight_latent"}) {
+      const int i = m->params.find(l0.tensor_name(role));
+      ASSERT_GE(i, 0) << role << " is not a parameter while training";
+      EXPECT_TRUE(m->params.info(i).trainable) << role;
+    }
+    EXPECT_EQ(m->params.info(m->params.find(l0.tensor_name("down.weight_latent"))).shape, (Shape{4, l0.in}));
+    EXPECT_EQ(m->params.info(m->params.find(l0.tensor_name("up.weight_latent"))).shape, (Shape{l0.out, 4}));
+    StepOptions o;
+    o.lr = 3e-3f;
+    for (int i = 0; i < 6; ++i) losses.push_back(step.run(x.f32(), y.data(), 8, o).loss);
+  }
+  end_training(*m);
+  EXPECT_LT(losses.back(), losses.front());
+  EXPECT_EQ(m->params.find(l0.tensor_name("down.weight_latent")), -1) << "the latent weight outlived training";
+  for (const Linear* l : m->linears()) {
+    if (!is_encoder(*l)) continue;
+    ASSERT_EQ(l->repr->kind(), "lowrank") << l->name;
+    EXPECT_EQ(as_lowrank(*l)->down().kind(), "int") << l->name;
+    EXPECT_EQ(as_lowrank(*l)->up().kind(), "int") << l->name;
+  }
+  const std::string path = test::temp_dir() + "/qat.safetensors";
+  save_model(*m, path);
+  EXPECT_TRUE(test::bit_equal(vit_predict(*load_model(path), x), vit_predict(*m, x)));
+}
+
 // Packed for inference (dense f32 factors in oneDNN's layout, where available):
 // runs as before, saves the same file, and refuses training naming the layer.
 TEST(LowRankTraining, PackedFactorsInferAndSaveButDoNotTrain) {
@@ -886,6 +1037,21 @@ TEST(LowRankTraining, PackedFactorsInferAndSaveButDoNotTrain) {
                               vit_predict(*load_model(dir + "/plain.safetensors"), x)));
   EXPECT_EQ(l0.repr->train_mode(), TrainMode::None);
   expect_error<Error>([&] { begin_training(*p); }, {"cannot be trained"}, "training a packed model");
+  // lowrank takes packed dense layers too (their plain weight is exact): the same factors.
+  {
+    auto plain = dense_model(74), packed = dense_model(74);
+    ASSERT_GT(pack_linears_for_inference(*packed), 0);
+    apply_pass(*plain, "lowrank:rank=3", quiet());
+    apply_pass(*packed, "lowrank:rank=3", quiet());
+    for (size_t i = 0; i < plain->linears().size(); ++i) {
+      const Linear& a = *plain->linears()[i];
+      const Linear& b = *packed->linears()[i];
+      if (!is_encoder(a)) continue;
+      ASSERT_EQ(b.repr->kind(), "lowrank") << b.name;
+      for (const char* role : {"down.weight", "up.weight", "bias"})
+        EXPECT_TRUE(test::bit_equal(role_tensor(*b.repr, role), role_tensor(*a.repr, role))) << a.name << " " << role;
+    }
+  }
   // One layer alone: packed factors cannot train, and say which factor.
   Rng rng(73);
   auto lr = LowRankLinear::from_factors(Tensor::from({96, 8}, normals(rng, 96 * 8)),

@@ -277,7 +277,8 @@ nlohmann::json lowrank_model(ViT& m, const PassOptions& o, const PassContext& ct
   nlohmann::json layers = nlohmann::json::array(), dense = nlohmann::json::array();
   int64_t before = 0, after = 0;
   std::vector<float> scratch, approx;
-  Progress bar("lowrank", int64_t(ls.size()));
+  std::unique_ptr<Progress> bar;  // the context decides (analyze sensitivity applies passes quietly)
+  if (ctx.progress) bar = std::make_unique<Progress>("lowrank", int64_t(ls.size()));
   for (size_t i = 0; i < ls.size(); ++i) {
     Linear& l = *ls[i];
     const float* W = l.repr->plain_weight(scratch);
@@ -290,7 +291,7 @@ nlohmann::json lowrank_model(ViT& m, const PassOptions& o, const PassContext& ct
                r, " x ", l.in + l.out, " >= ", int64_t(l.in) * l.out, "; at most rank ", even, ")"));
       dense.push_back({{"name", l.name}, {"rank", r}, {"break_even", even}});
       after += int64_t(l.in) * l.out;
-      bar.update(int64_t(i) + 1);
+      if (bar) bar->update(int64_t(i) + 1);
       continue;
     }
     Tensor U, V;
@@ -310,9 +311,9 @@ nlohmann::json lowrank_model(ViT& m, const PassOptions& o, const PassContext& ct
     after += repr->weight_params();
     m.set_repr(l, std::move(repr));
     layers.push_back(e);
-    bar.update(int64_t(i) + 1);
+    if (bar) bar->update(int64_t(i) + 1);
   }
-  bar.finish();
+  if (bar) bar->finish();
   nlohmann::json rec{{"method", to_string(o.lr.method)},
                      {"by", o.by},
                      {"layers", layers},
